@@ -1,0 +1,23 @@
+"""REST authentication: simplejwt's bearer tokens, valid only on the tenant that issued them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from accounts.tokens import check_tenant_claim
+
+
+class TenantJWTAuthentication(JWTAuthentication):
+    """simplejwt's authentication plus the tenant claim check (401 on another tenant's host)."""
+
+    def get_validated_token(self, raw_token: bytes) -> Any:
+        token = super().get_validated_token(raw_token)
+        try:
+            check_tenant_claim(token, connection.schema_name)
+        except TokenError as exc:
+            raise InvalidToken({"detail": str(exc), "code": "token_not_valid"}) from exc
+        return token

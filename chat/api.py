@@ -1,0 +1,99 @@
+"""REST transport for rooms and messages: thin views over selectors and services."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import connection
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListCreateAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import selectors
+from chat.models import Room
+from chat.serializers import (
+    ChatMessageFrameSerializer,
+    HistoryQuerySerializer,
+    MessageInSerializer,
+    RoomSerializer,
+)
+from chat.services import Actor, ChatError, RoomRef, message_send, room_create
+
+
+def _visible_room_or_404(request: Request, slug: str) -> Room:
+    room = selectors.visible_room(Actor.of(request.user), slug)
+    if room is None:
+        raise Http404("No such room.")
+    return room
+
+
+class RoomListCreateView(ListCreateAPIView):
+    serializer_class = RoomSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.visible_rooms(Actor.of(self.request.user))
+
+    def perform_create(self, serializer: RoomSerializer) -> None:  # type: ignore[override]
+        data = serializer.validated_data
+        room = room_create(
+            schema_name=connection.schema_name,
+            actor=Actor.of(self.request.user),
+            slug=data["slug"],
+            name=data.get("name", ""),
+            is_private=data.get("is_private", False),
+        )
+        room.unread_count = 0  # type: ignore[attr-defined]
+        serializer.instance = room
+
+
+class RoomDetailView(APIView):
+    @extend_schema(responses=RoomSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(RoomSerializer(_visible_room_or_404(request, slug)).data)
+
+
+class RoomMessagesView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", int, description="Messages with a smaller seq, newest first"),
+            OpenApiParameter("after", int, description="Messages with a larger seq, oldest first"),
+            OpenApiParameter("limit", int, description="Default 50, at most 200"),
+        ],
+        responses=ChatMessageFrameSerializer(many=True),
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        room = _visible_room_or_404(request, slug)
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        frames = selectors.room_history(
+            room=room,
+            before=query.validated_data.get("before"),
+            after=query.validated_data.get("after"),
+            limit=query.validated_data.get("limit", settings.CHAT_HISTORY_DEFAULT_LIMIT),
+        )
+        return Response(frames)
+
+    @extend_schema(
+        request=MessageInSerializer,
+        responses={201: ChatMessageFrameSerializer, 200: ChatMessageFrameSerializer},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        room = _visible_room_or_404(request, slug)
+        payload = MessageInSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            frame, created = async_to_sync(message_send)(
+                schema_name=connection.schema_name,
+                room=RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private),
+                actor=Actor.of(request.user),
+                body=payload.validated_data["message"],
+                client_id=payload.validated_data.get("client_id"),
+            )
+        except ChatError as exc:
+            raise ValidationError({"message": [exc.detail]}, code=str(exc.code)) from exc
+        return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

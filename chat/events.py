@@ -1,0 +1,96 @@
+"""Frames out: builders for the contract's server frames, group names, and the one broadcast.
+
+A frame is serialised to JSON once, here, and travels through the channel layer as text;
+every socket of the room then writes that same string (no per-recipient encoding or query).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from chat.protocol import ErrorCode, ServerFrame
+
+_GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 characters
+
+# Channel-layer message types, i.e. consumer handler names (`room.frame` -> `room_frame`).
+# Never taken from client input: the type of a layer message picks the handler that runs.
+ROOM_FRAME = "room.frame"
+SOCKET_CLOSE = "socket.close"
+
+
+def _group_name(schema_name: str, kind: str, key: str) -> str:
+    name = f"t.{schema_name}.{kind}.{key}"
+    if len(name) > _MAX_GROUP_NAME or not _GROUP_SAFE.match(name):
+        digest = hashlib.sha256(f"{schema_name}\0{kind}\0{key}".encode()).hexdigest()[:48]
+        name = f"t.{schema_name[:30]}.{kind}.h{digest}"
+    if not _GROUP_SAFE.match(name):
+        raise ValueError(f"unsafe group name from schema {schema_name!r}")
+    return name
+
+
+def room_group_name(schema_name: str, room_slug: str) -> str:
+    """Channel-layer group of a room, namespaced by the tenant's schema."""
+    return _group_name(schema_name, "room", room_slug)
+
+
+def user_group_name(schema_name: str, user_id: int) -> str:
+    """Channel-layer group of every socket of one user in one tenant (kicks, notifications)."""
+    return _group_name(schema_name, "user", str(user_id))
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def chat_message(
+    *,
+    message_id: int,
+    seq: int,
+    room: str,
+    user: str,
+    body: str,
+    client_id: str | None,
+    created_at: datetime,
+    edited_at: datetime | None = None,
+    frame_type: str = ServerFrame.CHAT_MESSAGE,
+) -> dict[str, Any]:
+    return {
+        "type": frame_type,
+        "id": message_id,
+        "seq": seq,
+        "room": room,
+        "user": user,
+        "message": body,
+        "client_id": client_id,
+        "created_at": iso(created_at),
+        "edited_at": iso(edited_at),
+    }
+
+
+def error(code: ErrorCode, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": ServerFrame.ERROR, "code": str(code), "detail": detail, **extra}
+
+
+PONG_TEXT = encode({"type": ServerFrame.PONG})
+PING_TEXT = encode({"type": ServerFrame.PING})
+
+
+async def broadcast(group: str, text: str) -> None:
+    """Send an encoded frame to every socket in `group`, on every server process."""
+    await get_channel_layer().group_send(group, {"type": ROOM_FRAME, "text": text})
+
+
+async def close_group(group: str, code: int) -> None:
+    """Ask every socket in `group` (on any process) to close with `code`."""
+    await get_channel_layer().group_send(group, {"type": SOCKET_CLOSE, "code": int(code)})

@@ -1,0 +1,73 @@
+"""Rooms and messages, in each tenant's own schema."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+ROOM_SLUG_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+
+
+class Room(models.Model):
+    slug = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    is_private = models.BooleanField(default=False)
+    created_at = models.DateTimeField(db_default=Now())
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The last `seq` handed out in this room. Only the database trigger of migration 0002
+    # moves it, in the same statement that inserts the message (gap-free, see Message.seq).
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    """Who may read and write a private room (public rooms need no membership)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["room", "user"], name="membership_unique")]
+
+
+class ReadMarker(models.Model):
+    """How far a user has read in a room; only ever moves forward."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["room", "user"], name="readmarker_unique")]
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # Assigned by a BEFORE INSERT trigger that increments the room's `last_seq` in the same
+    # statement: one round trip, serialised per room by the row lock, and rolled back with
+    # a failed insert, so `seq` has no gaps even with many processes writing. The default
+    # only makes Django send DEFAULT and read the real value back with RETURNING.
+    seq = models.BigIntegerField(db_default=0)
+    body = models.TextField()
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
+            models.UniqueConstraint(
+                fields=["room", "user", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_unique",
+            ),
+        ]

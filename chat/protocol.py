@@ -1,0 +1,54 @@
+"""Frame types, error codes and close codes of the client contract (PROTOCOL.md section 3)."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class CloseCode(IntEnum):
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_FRAME = "invalid_frame"
+    UNKNOWN_TYPE = "unknown_type"
+    MESSAGE_TOO_LONG = "message_too_long"
+    EMPTY_MESSAGE = "empty_message"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+
+
+class ClientFrame(StrEnum):
+    """Frame types a client may send."""
+
+    MESSAGE = "message"
+    TYPING = "typing"
+    READ = "read"
+    EDIT = "edit"
+    DELETE = "delete"
+    PING = "ping"
+    AUTH = "auth"
+
+
+class ServerFrame(StrEnum):
+    """Frame types the server sends."""
+
+    CHAT_MESSAGE = "chat.message"
+    CHAT_MESSAGE_EDITED = "chat.message.edited"
+    CHAT_MESSAGE_DELETED = "chat.message.deleted"
+    PRESENCE = "presence"
+    USER_JOINED = "user.joined"
+    USER_LEFT = "user.left"
+    USER_TYPING = "user.typing"
+    MESSAGE_READ = "message.read"
+    RESUME_DONE = "resume.done"
+    PING = "ping"
+    PONG = "pong"
+    AUTH_OK = "auth.ok"
+    ERROR = "error"

@@ -1,0 +1,54 @@
+"""Read queries for chat. No writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
+
+from chat import events
+from chat.models import Membership, Message, ReadMarker, Room
+from chat.services import Actor
+
+
+def visible_rooms(actor: Actor) -> QuerySet[Room]:
+    """Public rooms and the private rooms the user belongs to, with `unread_count`."""
+    member = Membership.objects.filter(room=OuterRef("pk"), user_id=actor.id)
+    read_seq = ReadMarker.objects.filter(room=OuterRef("pk"), user_id=actor.id).values("seq")[:1]
+    return (
+        Room.objects.filter(Q(is_private=False) | Exists(member))
+        .annotate(
+            unread_count=Greatest(F("last_seq") - Coalesce(Subquery(read_seq), Value(0)), Value(0))
+        )
+        .order_by("slug")
+    )
+
+
+def visible_room(actor: Actor, slug: str) -> Room | None:
+    return visible_rooms(actor).filter(slug=slug).first()
+
+
+def room_history(
+    *, room: Room, before: int | None, after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """`chat.message` frames: newest first, or oldest first when `after` is given."""
+    messages = Message.objects.filter(room=room, deleted_at__isnull=True).select_related("user")
+    if before is not None:
+        messages = messages.filter(seq__lt=before)
+    if after is not None:
+        messages = messages.filter(seq__gt=after)
+    messages = messages.order_by("seq" if after is not None else "-seq")[:limit]
+    return [
+        events.chat_message(
+            message_id=m.pk,
+            seq=m.seq,
+            room=room.slug,
+            user=m.user.get_username(),
+            body=m.body,
+            client_id=m.client_id,
+            created_at=m.created_at,
+            edited_at=m.edited_at,
+        )
+        for m in messages
+    ]

@@ -1,0 +1,55 @@
+"""Request validation and response shapes of the chat REST API."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from chat.models import ROOM_SLUG_PATTERN, Room
+
+
+class RoomSerializer(serializers.ModelSerializer):
+    slug = serializers.RegexField(rf"^{ROOM_SLUG_PATTERN}$", max_length=64)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    is_private = serializers.BooleanField(required=False, default=False)
+    unread_count = serializers.IntegerField(read_only=True, default=0)
+
+    class Meta:
+        model = Room
+        fields = ["slug", "name", "is_private", "created_at", "unread_count"]
+        read_only_fields = ["created_at"]
+
+    def validate_slug(self, value: str) -> str:
+        if Room.objects.filter(slug=value).exists():
+            raise serializers.ValidationError("A room with this slug already exists.")
+        return value
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    before = serializers.IntegerField(required=False, min_value=0)
+    after = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1)
+
+    def validate_limit(self, value: int) -> int:
+        # More than the maximum is not an error: the client gets the maximum (like DRF's
+        # LimitOffsetPagination), and pages on with `before`/`after`.
+        return min(value, settings.CHAT_HISTORY_MAX_LIMIT)
+
+
+class MessageInSerializer(serializers.Serializer):
+    message = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    client_id = serializers.CharField(required=False, max_length=64)
+
+
+class ChatMessageFrameSerializer(serializers.Serializer):
+    """The `chat.message` frame of the contract (for the OpenAPI document)."""
+
+    type = serializers.CharField()
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    room = serializers.CharField()
+    user = serializers.CharField()
+    message = serializers.CharField()
+    client_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    edited_at = serializers.DateTimeField(allow_null=True)

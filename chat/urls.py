@@ -1,0 +1,9 @@
+from django.urls import path
+
+from chat.api import RoomDetailView, RoomListCreateView, RoomMessagesView
+
+urlpatterns = [
+    path("api/rooms/", RoomListCreateView.as_view(), name="rooms"),
+    path("api/rooms/<str:slug>/", RoomDetailView.as_view(), name="room-detail"),
+    path("api/rooms/<str:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),
+]

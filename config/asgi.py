@@ -1,0 +1,29 @@
+"""ASGI entry point: `uvicorn config.asgi:application` serves one pod, with no side effects."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_http = get_asgi_application()  # sets Django up before the consumers are imported
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from chat.routing import websocket_application  # noqa: E402
+from config.logging import install_server_log_redaction  # noqa: E402
+from middleware.probes import ProbesMiddleware  # noqa: E402
+from middleware.stack import websocket_stack  # noqa: E402
+
+install_server_log_redaction()
+
+application = ProbesMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_http,
+            "websocket": websocket_stack(websocket_application),
+        }
+    )
+)

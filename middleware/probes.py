@@ -1,0 +1,71 @@
+"""`/healthz` and `/readyz`, answered before Django so they work on any Host (pod IPs too)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import redis.asyncio
+from django.conf import settings
+from django.db import connection
+
+from middleware.types import ASGIApp, Receive, Scope, Send
+from tenants.context import in_public
+
+PROBE_TIMEOUT = 3.0
+
+
+def _database_answers() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+
+
+async def _channel_layer_answers() -> bool:
+    # The layer is Redis pub/sub; a PING on a fresh connection to the same server proves it
+    # is reachable without leaving a subscribed probe channel behind in the layer.
+    client = redis.asyncio.from_url(settings.REDIS_URL)
+    try:
+        return bool(await client.ping())
+    finally:
+        await client.aclose()
+
+
+async def _check(coro_factory) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return bool(await asyncio.wait_for(coro_factory(), PROBE_TIMEOUT))
+    except Exception:
+        return False
+
+
+async def _respond(send: Send, status: int, body: dict) -> None:  # type: ignore[type-arg]
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ProbesMiddleware:
+    """Liveness (process up) and readiness (PostgreSQL and channel layer reachable)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] == "http" and path == "/healthz":
+            await _respond(send, 200, {"status": "ok"})
+        elif scope["type"] == "http" and path == "/readyz":
+            database, layer = await asyncio.gather(
+                _check(lambda: in_public(_database_answers)), _check(_channel_layer_answers)
+            )
+            ok = database and layer
+            body = {"status": "ok" if ok else "unavailable", "database": database, "channel_layer": layer}
+            await _respond(send, 200 if ok else 503, body)
+        else:
+            await self.app(scope, receive, send)

@@ -1,0 +1,38 @@
+"""Tenant from the Host header, for WebSocket connections."""
+
+from __future__ import annotations
+
+from middleware.closing import refuse_handshake
+from middleware.types import ASGIApp, Receive, Scope, Send
+from tenants.context import in_public
+from tenants.selectors import active_tenant_for_host, hostname_of
+
+
+def host_header(scope: Scope) -> str:
+    """The last `Host` header: some client libraries (websockets' `additional_headers`) send
+    their own from the URL first and the caller's override after it."""
+    host = ""
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            host = value.decode("latin-1")
+    return host
+
+
+class TenantFromHostMiddleware:
+    """Puts the active tenant of the `Host` into `scope["tenant"]`; refuses unknown hosts.
+
+    django-tenants only has HTTP middleware; this is its WebSocket twin. An unknown or
+    deactivated host is refused before accept (HTTP 403) and nothing is created.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hostname = hostname_of(host_header(scope))
+        tenant = await in_public(active_tenant_for_host, hostname) if hostname else None
+        if tenant is None or tenant.schema_name == "public":
+            await refuse_handshake(scope, receive, send)
+            return
+        scope["tenant"] = tenant
+        await self.app(scope, receive, send)

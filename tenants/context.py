@@ -1,0 +1,47 @@
+"""The one place where code runs queries for a tenant.
+
+django-tenants keeps the current schema on the thread's database connection, and Django's
+async ORM runs every query on one shared executor thread. Setting the schema and running
+the query as two awaits would let another tenant's coroutine run in between on that same
+connection, so a row could land in the wrong schema. Here the schema switch, the queries
+and the restore happen inside ONE synchronous call on that thread; nothing else in the
+project calls `connection.set_tenant` / `set_schema`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django_tenants.utils import get_public_schema_name
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run `fn` with the connection on `schema_name`, then put back the previous tenant."""
+    previous = connection.tenant
+    connection.set_schema(schema_name)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        connection.set_tenant(previous)
+        if connection.errors_occurred:
+            # A broken connection (database restart, network) goes back to the pool to be
+            # discarded instead of failing every later call on this thread.
+            connection.close_if_unusable_or_obsolete()
+
+
+async def in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Await `fn(*args, **kwargs)` run on the ORM thread inside `schema_name`."""
+    return await sync_to_async(run_in_schema, thread_sensitive=True)(
+        schema_name, fn, *args, **kwargs
+    )
+
+
+async def in_public(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Await `fn` run against the public (platform) schema."""
+    return await in_schema(get_public_schema_name(), fn, *args, **kwargs)

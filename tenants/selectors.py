@@ -1,0 +1,22 @@
+"""Read queries on the platform's tables."""
+
+from __future__ import annotations
+
+from tenants.models import Tenant
+
+
+def hostname_of(host: str) -> str:
+    """`acme.localhost:8000` -> `acme.localhost` (the contract resolves tenants without port)."""
+    host = host.strip().lower()
+    if host.startswith("["):  # IPv6 literal
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def active_tenant_for_host(hostname: str) -> Tenant | None:
+    """The active tenant whose domain is `hostname`, or None. Must run in the public schema."""
+    return (
+        Tenant.objects.filter(domains__domain=hostname, is_active=True)
+        .only("id", "schema_name", "name", "is_active", "rate_limit_per_second", "rate_limit_burst")
+        .first()
+    )
