@@ -60,7 +60,9 @@ class RoomDetailView(APIView):
 class RoomMessagesView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("before", int, description="Messages with a smaller seq, newest first"),
+            OpenApiParameter(
+                "before", int, description="Messages with a smaller seq, newest first"
+            ),
             OpenApiParameter("after", int, description="Messages with a larger seq, oldest first"),
             OpenApiParameter("limit", int, description="Default 50, at most 200"),
         ],

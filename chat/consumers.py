@@ -6,13 +6,13 @@ import asyncio
 import json
 from typing import Any
 
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from chat import events
 from chat.protocol import ClientFrame, CloseCode, ErrorCode
 from chat.ratelimit import TokenBucket
 from chat.services import Actor, ChatError, RoomRef, is_valid_room_slug, message_send, room_join
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from middleware.jwt import query_param
 
 
@@ -78,7 +78,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.ping_handle = asyncio.get_running_loop().call_later(interval, self._ping)
 
     def _ping(self) -> None:
-        asyncio.ensure_future(self.send(text_data=events.PING_TEXT))
+        self.ping_task = asyncio.ensure_future(self.send(text_data=events.PING_TEXT))
         self.schedule_ping()
 
     # --- incoming frames ----------------------------------------------------------------

@@ -36,6 +36,9 @@ class Membership(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["room", "user"], name="membership_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id}"
+
 
 class ReadMarker(models.Model):
     """How far a user has read in a room; only ever moves forward."""
@@ -47,6 +50,9 @@ class ReadMarker(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["room", "user"], name="readmarker_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.room_id} to {self.seq}"
+
 
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
@@ -57,7 +63,8 @@ class Message(models.Model):
     # only makes Django send DEFAULT and read the real value back with RETURNING.
     seq = models.BigIntegerField(db_default=0)
     body = models.TextField()
-    client_id = models.CharField(max_length=64, null=True, blank=True)
+    # NULL (not "") when absent: the idempotency constraint only covers messages that have one.
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(db_default=Now())
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -71,3 +78,6 @@ class Message(models.Model):
                 name="message_client_id_unique",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}#{self.seq}"

@@ -70,12 +70,16 @@ def clean_client_id(client_id: Any) -> str | None:
     if client_id is None:
         return None
     if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
-        raise ChatError(ErrorCode.INVALID_FRAME, "`client_id` must be a string of 1 to 64 characters.")
+        raise ChatError(
+            ErrorCode.INVALID_FRAME, "`client_id` must be a string of 1 to 64 characters."
+        )
     return client_id
 
 
 def _join(slug: str, actor: Actor) -> RoomRef | None:
-    room, _ = Room.objects.get_or_create(slug=slug, defaults={"name": slug, "created_by_id": actor.id})
+    room, _ = Room.objects.get_or_create(
+        slug=slug, defaults={"name": slug, "created_by_id": actor.id}
+    )
     if room.is_private and not Membership.objects.filter(room=room, user_id=actor.id).exists():
         return None
     return RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private)
@@ -110,7 +114,9 @@ def _persist_message(
     """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement)."""
     try:
         return (
-            Message.objects.create(room_id=room_id, user_id=user_id, body=body, client_id=client_id),
+            Message.objects.create(
+                room_id=room_id, user_id=user_id, body=body, client_id=client_id
+            ),
             True,
         )
     except IntegrityError:

@@ -35,7 +35,9 @@ def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwar
             connection.close_if_unusable_or_obsolete()
 
 
-async def in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+async def in_schema(
+    schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> R:
     """Await `fn(*args, **kwargs)` run on the ORM thread inside `schema_name`."""
     return await sync_to_async(run_in_schema, thread_sensitive=True)(
         schema_name, fn, *args, **kwargs

@@ -9,7 +9,7 @@ from tenants.context import run_in_schema
 from tenants.models import Domain, Tenant
 
 
-def tenant_ensure(*, schema_name: str, name: str, domain: str) -> Tenant:
+def tenant_ensure(*, schema_name: str, name: str, domain: str, verbosity: int = 1) -> Tenant:
     """Create the tenant (schema created and migrated by django-tenants) and its domain, or
     return the existing one. Idempotent: `make run` calls it at every start."""
 
@@ -17,7 +17,7 @@ def tenant_ensure(*, schema_name: str, name: str, domain: str) -> Tenant:
         tenant = Tenant.objects.filter(schema_name=schema_name).first()
         if tenant is None:
             tenant = Tenant(schema_name=schema_name, name=name)
-            tenant.save()  # CREATE SCHEMA + migrations of the tenant apps
+            tenant.save(verbosity=verbosity)  # CREATE SCHEMA + migrations of the tenant apps
         with transaction.atomic():
             Domain.objects.get_or_create(
                 domain=domain, defaults={"tenant": tenant, "is_primary": True}
@@ -27,9 +27,7 @@ def tenant_ensure(*, schema_name: str, name: str, domain: str) -> Tenant:
     return run_in_schema("public", ensure)
 
 
-def user_ensure(
-    *, schema_name: str, username: str, password: str, is_admin: bool = False
-) -> None:
+def user_ensure(*, schema_name: str, username: str, password: str, is_admin: bool = False) -> None:
     """Create or reset a user in one tenant's schema (the public schema: platform admins)."""
 
     def ensure() -> None:

@@ -43,7 +43,9 @@ def create_trigger(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> 
 
 def drop_trigger(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     schema = _schema(schema_editor)
-    schema_editor.execute(f"DROP TRIGGER IF EXISTS chat_message_assign_seq ON {schema}.chat_message")
+    schema_editor.execute(
+        f"DROP TRIGGER IF EXISTS chat_message_assign_seq ON {schema}.chat_message"
+    )
     schema_editor.execute(f"DROP FUNCTION IF EXISTS {schema}.chat_message_assign_seq()")
 
 

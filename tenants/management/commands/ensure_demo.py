@@ -29,8 +29,12 @@ class Command(BaseCommand):
         )
         tenant_ensure(schema_name="acme", name="Acme", domain=f"acme.{suffix}")
         for username, password in DEMO_USERS.items():
-            user_ensure(schema_name="acme", username=username, password=password,
-                        is_admin=username == "alice")
+            user_ensure(
+                schema_name="acme",
+                username=username,
+                password=password,
+                is_admin=username == "alice",
+            )
         port = os.environ.get("PORT", "8000")
         self.stdout.write(
             "\n".join(
