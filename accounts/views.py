@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -13,7 +14,6 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.serializers import LogoutSerializer, MeSerializer
 from accounts.tokens import check_tenant_claim
-from django.db import connection
 
 
 class LogoutView(APIView):

@@ -65,7 +65,11 @@ class ProbesMiddleware:
                 _check(lambda: in_public(_database_answers)), _check(_channel_layer_answers)
             )
             ok = database and layer
-            body = {"status": "ok" if ok else "unavailable", "database": database, "channel_layer": layer}
+            body = {
+                "status": "ok" if ok else "unavailable",
+                "database": database,
+                "channel_layer": layer,
+            }
             await _respond(send, 200 if ok else 503, body)
         else:
             await self.app(scope, receive, send)
