@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.tokens import check_tenant_claim
+from tenants.context import current_schema
 
 
 class TenantJWTAuthentication(JWTAuthentication):
@@ -17,7 +17,7 @@ class TenantJWTAuthentication(JWTAuthentication):
     def get_validated_token(self, raw_token: bytes) -> Any:
         token = super().get_validated_token(raw_token)
         try:
-            check_tenant_claim(token, connection.schema_name)
+            check_tenant_claim(token, current_schema())
         except TokenError as exc:
             raise InvalidToken({"detail": str(exc), "code": "token_not_valid"}) from exc
         return token

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
 from rest_framework import serializers
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import (
@@ -15,6 +14,7 @@ from rest_framework_simplejwt.serializers import (
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.tokens import TENANT_CLAIM, check_tenant_claim
+from tenants.context import current_schema
 
 
 class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
@@ -22,7 +22,7 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
     def get_token(cls, user: Any) -> RefreshToken:
         token = super().get_token(user)
         # The request's tenant was selected from its Host by the tenant middleware.
-        token[TENANT_CLAIM] = connection.schema_name
+        token[TENANT_CLAIM] = current_schema()
         token["username"] = user.get_username()
         return token  # type: ignore[return-value]
 
@@ -30,7 +30,7 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
 class TenantTokenRefreshSerializer(TokenRefreshSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
-            check_tenant_claim(RefreshToken(attrs["refresh"]), connection.schema_name)
+            check_tenant_claim(RefreshToken(attrs["refresh"]), current_schema())
         except TokenError as exc:
             raise InvalidToken(str(exc)) from exc
         try:

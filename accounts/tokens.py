@@ -26,7 +26,7 @@ def check_tenant_claim(token: Token, schema_name: str) -> None:
 
 def validate_access_token(raw: str, schema_name: str) -> AccessToken:
     """Signature, algorithm, `exp`, token type (access) and tenant claim; raises TokenError."""
-    token = AccessToken(raw)  # simplejwt: verifies signature with the configured algorithm
+    token = AccessToken(raw)  # type: ignore[arg-type]  # simplejwt: verifies signature with the configured algorithm
     check_tenant_claim(token, schema_name)
     return token
 

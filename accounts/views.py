@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -14,6 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.serializers import LogoutSerializer, MeSerializer
 from accounts.tokens import check_tenant_claim
+from tenants.context import current_schema
 
 
 class LogoutView(APIView):
@@ -27,7 +27,7 @@ class LogoutView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             refresh = RefreshToken(serializer.validated_data["refresh"])
-            check_tenant_claim(refresh, connection.schema_name)
+            check_tenant_claim(refresh, current_schema())
             if str(refresh.payload.get("user_id")) != str(request.user.pk):
                 raise TokenError("Refresh token belongs to another user.")
             refresh.blacklist()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import connection
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -23,6 +22,7 @@ from chat.serializers import (
     RoomSerializer,
 )
 from chat.services import Actor, ChatError, RoomRef, message_send, room_create
+from tenants.context import current_schema
 
 
 def _visible_room_or_404(request: Request, slug: str) -> Room:
@@ -41,7 +41,7 @@ class RoomListCreateView(ListCreateAPIView):
     def perform_create(self, serializer: RoomSerializer) -> None:  # type: ignore[override]
         data = serializer.validated_data
         room = room_create(
-            schema_name=connection.schema_name,
+            schema_name=current_schema(),
             actor=Actor.of(self.request.user),
             slug=data["slug"],
             name=data.get("name", ""),
@@ -90,7 +90,7 @@ class RoomMessagesView(APIView):
         payload.is_valid(raise_exception=True)
         try:
             frame, created = async_to_sync(message_send)(
-                schema_name=connection.schema_name,
+                schema_name=current_schema(),
                 room=RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private),
                 actor=Actor.of(request.user),
                 body=payload.validated_data["message"],

@@ -15,6 +15,8 @@ from chat.ratelimit import TokenBucket
 from chat.services import Actor, ChatError, RoomRef, is_valid_room_slug, message_send, room_join
 from middleware.jwt import query_param
 
+_CLIENT_FRAMES = frozenset(ClientFrame)
+
 
 def _since(raw: str | None) -> int | None:
     """`since=<seq>`: a non-negative integer, or absent."""
@@ -103,7 +105,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(ErrorCode.INVALID_FRAME, "Frame must be a JSON object.")
             return
         frame_type = content.get("type", ClientFrame.MESSAGE)
-        handler = self.handlers.get(frame_type) if isinstance(frame_type, str) else None
+        handler = (
+            self.handlers.get(ClientFrame(frame_type)) if frame_type in _CLIENT_FRAMES else None
+        )
         if handler is None:
             await self.send_error(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {frame_type!r}.")
             return

@@ -9,7 +9,7 @@ from middleware.closing import refuse_handshake
 websocket_urlpatterns = [
     # Any room text reaches the consumer, which closes 4400 when it breaks the pattern.
     re_path(r"^ws/chat/(?P<room>[^/]*)/$", ChatConsumer.as_asgi()),
-    re_path(r"", refuse_handshake),
+    re_path(r"", refuse_handshake),  # type: ignore[arg-type]
 ]
 
 websocket_application = URLRouter(websocket_urlpatterns)

@@ -14,8 +14,13 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import connection as _connection
 from django_tenants.utils import get_public_schema_name
+
+from tenants.backend.base import DatabaseWrapper
+
+# The default connection is django-tenants' wrapper (settings: ENGINE "tenants.backend").
+connection: DatabaseWrapper = _connection  # type: ignore[assignment]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +38,11 @@ def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwar
             # A broken connection (database restart, network) goes back to the pool to be
             # discarded instead of failing every later call on this thread.
             connection.close_if_unusable_or_obsolete()
+
+
+def current_schema() -> str:
+    """The schema the current thread's connection is set to (by the tenant middleware)."""
+    return str(connection.schema_name)
 
 
 async def in_schema(

@@ -36,19 +36,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def _test_database_url() -> str:
     parts = urlsplit(settings.DATABASE_URL)
     name = parts.path.lstrip("/") or "tenantchat"
-    return urlunsplit(parts._replace(path=f"/{name}_test"))
+    # One database per test run, so two runs on one server (developers, helpers) never drop
+    # each other's database; it is dropped again when the run ends.
+    return urlunsplit(parts._replace(path=f"/{name}_test_{os.getpid()}"))
 
 
 TEST_DATABASE_URL = _test_database_url()
 
 
-def _recreate_database(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
+def _maintenance(url: str, *statements: str) -> None:
     import dj_database_url
 
-    params = dj_database_url.parse(maintenance)
+    params = dj_database_url.parse(urlunsplit(urlsplit(url)._replace(path="/postgres")))
     with psycopg.connect(
         dbname=params["NAME"],
         user=params.get("USER") or None,
@@ -57,8 +56,18 @@ def _recreate_database(url: str) -> None:
         port=params.get("PORT") or None,
         autocommit=True,
     ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def _recreate_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    _maintenance(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+
+
+def _drop_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    _maintenance(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +77,7 @@ def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     settings.DATABASES["default"]["NAME"] = test_name
     for conn in connections.all():
         conn.close()
+        conn.close_pool()  # a pool opened before now would still point at the old database
         conn.settings_dict["NAME"] = test_name
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
@@ -75,6 +85,11 @@ def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
 
         tenant_ensure(schema_name="public", name="Platform", domain="localhost")
     yield
+    for conn in connections.all():
+        conn.close()
+        conn.close_pool()
+    if os.environ.get("KEEP_TEST_DB") != "1":
+        _drop_database(TEST_DATABASE_URL)
 
 
 @pytest.fixture(autouse=True)
@@ -320,6 +335,11 @@ def start_server(tmp_dir: Path, **env: str) -> LiveServer:
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"uvicorn did not become ready:\n{server.log()}")
+
+
+@pytest.fixture(autouse=True)
+def _live_server_helper() -> None:
+    """Replaces pytest-django's hook for its own `live_server` (ours is a real uvicorn)."""
 
 
 @pytest.fixture(scope="session")

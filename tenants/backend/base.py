@@ -16,6 +16,10 @@ from django_tenants.postgresql_backend.base import DatabaseWrapper as TenantsDat
 
 
 class DatabaseWrapper(TenantsDatabaseWrapper):
+    search_path_set_schemas: list[str] | None
+    schema_name: str
+    tenant: Any
+
     def set_tenant(self, tenant: Any, include_public: bool = True) -> None:
         applied = self.search_path_set_schemas
         super().set_tenant(tenant, include_public)
