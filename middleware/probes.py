@@ -50,15 +50,28 @@ async def _respond(send: Send, status: int, body: dict) -> None:  # type: ignore
     await send({"type": "http.response.body", "body": payload})
 
 
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer the server's lifespan events (Channels' router does not know the scope type)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class ProbesMiddleware:
-    """Liveness (process up) and readiness (PostgreSQL and channel layer reachable)."""
+    """Liveness (process up), readiness (PostgreSQL and channel layer reachable), lifespan."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] == "http" and path == "/healthz":
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "http" and path == "/healthz":
             await _respond(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and path == "/readyz":
             database, layer = await asyncio.gather(
