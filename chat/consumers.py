@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -13,6 +14,7 @@ from chat import events
 from chat.protocol import ClientFrame, CloseCode, ErrorCode
 from chat.ratelimit import TokenBucket
 from chat.services import Actor, ChatError, RoomRef, is_valid_room_slug, message_send, room_join
+from config.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
 from middleware.jwt import query_param
 
 _CLIENT_FRAMES = frozenset(ClientFrame)
@@ -32,6 +34,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     room: RoomRef
     group: str
+    open_gauge: Any = None
 
     async def connect(self) -> None:
         tenant = self.scope["tenant"]
@@ -59,16 +62,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             tenant.rate_limit_burst or settings.CHAT_RATE_BURST,
         )
         await self.accept()
+        self.delivered = FRAMES_DELIVERED.labels(self.schema_name)
+        self.open_gauge = OPEN_SOCKETS.labels(self.schema_name)
+        self.open_gauge.inc()
         self.schedule_ping()
 
     async def reject(self, code: int) -> None:
         """Accept, then close: a browser only sees the close code after accept."""
         await self.accept()
+        await self.close_with(code)
+
+    async def close_with(self, code: int) -> None:
+        CLOSES.labels(str(code)).inc()
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
         if self.ping_handle is not None:
             self.ping_handle.cancel()
+        if self.open_gauge is not None:
+            self.open_gauge.dec()
+            self.open_gauge = None
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -88,7 +101,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.WS_MAX_FRAME_BYTES:
-            await self.close(code=CloseCode.MESSAGE_TOO_BIG)
+            await self.close_with(CloseCode.MESSAGE_TOO_BIG)
             return
         if text_data is None:
             await self.send_error(ErrorCode.INVALID_FRAME, "Binary frames are not supported.")
@@ -129,7 +142,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 client_id=content.get("client_id"),
             )
         except ChatError as exc:
-            await self.send(text_data=events.encode(exc.frame()))
+            await self.send_error(exc.code, exc.detail, **exc.extra)
             return
         if not created:  # a resend: only the sender hears about it, with the original frame
             await self.send(text_data=events.encode(frame))
@@ -143,12 +156,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     }
 
     async def send_error(self, code: ErrorCode, detail: str, **extra: Any) -> None:
+        ERRORS.labels(str(code)).inc()
         await self.send(text_data=events.encode(events.error(code, detail, **extra)))
 
     # --- channel-layer events (types are set by chat.events, never by clients) ----------
 
     async def room_frame(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
+        self.delivered.inc()
+        if "at" in event:
+            BROADCAST_LATENCY.observe(time.time() - event["at"])
 
     async def socket_close(self, event: dict[str, Any]) -> None:
-        await self.close(code=event["code"])
+        await self.close_with(event["code"])

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from datetime import datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
 
 from chat.protocol import ErrorCode, ServerFrame
+from config.metrics import LAYER_SECONDS
 
 _GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 characters
@@ -88,7 +90,9 @@ PING_TEXT = encode({"type": ServerFrame.PING})
 
 async def broadcast(group: str, text: str) -> None:
     """Send an encoded frame to every socket in `group`, on every server process."""
-    await get_channel_layer().group_send(group, {"type": ROOM_FRAME, "text": text})
+    started = time.time()
+    await get_channel_layer().group_send(group, {"type": ROOM_FRAME, "text": text, "at": started})
+    LAYER_SECONDS.labels("group_send").observe(time.time() - started)
 
 
 async def close_group(group: str, code: int) -> None:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from chat import events
 from chat.models import ROOM_SLUG_PATTERN, Membership, Message, Room
 from chat.protocol import ErrorCode
+from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
 
 _SLUG = re.compile(rf"^{ROOM_SLUG_PATTERN}$")
@@ -150,6 +151,7 @@ async def message_send(
         edited_at=message.edited_at,
     )
     if created:
+        MESSAGES_PERSISTED.labels(schema_name).inc()
         # The row is committed (autocommit) before any socket can see the frame.
         await events.broadcast(events.room_group_name(schema_name, room.slug), events.encode(frame))
     return frame, created

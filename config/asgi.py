@@ -15,15 +15,18 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
 from config.logging import install_server_log_redaction  # noqa: E402
 from middleware.probes import ProbesMiddleware  # noqa: E402
+from middleware.request_id import RequestIdMiddleware  # noqa: E402
 from middleware.stack import websocket_stack  # noqa: E402
 
 install_server_log_redaction()
 
 application = ProbesMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": django_http,
-            "websocket": websocket_stack(websocket_application),
-        }
+    RequestIdMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": django_http,
+                "websocket": websocket_stack(websocket_application),
+            }
+        )
     )
 )

@@ -144,14 +144,24 @@ LANGUAGE_CODE = "en-us"
 USE_I18N = False
 STATIC_URL = "static/"
 
+# One JSON object a line in production; readable lines in development.
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "config.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "config.logging.RedactSecretsFilter"},
+        "request_context": {"()": "config.logging.RequestContextFilter"},
+    },
+    "formatters": {
+        "json": {"()": "config.logging.JsonFormatter"},
+        "text": {"format": "%(levelname)s %(name)s [%(tenant)s %(request_id)s] %(message)s"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "filters": ["redact_secrets"],
+            "filters": ["redact_secrets", "request_context"],
+            "formatter": LOG_FORMAT,
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},

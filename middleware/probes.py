@@ -1,4 +1,5 @@
-"""`/healthz` and `/readyz`, answered before Django so they work on any Host (pod IPs too)."""
+"""`/healthz`, `/readyz` and `/metrics`, answered before Django so they work on any Host
+(load balancers, Kubernetes probes and Prometheus scrape pod IPs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import redis.asyncio
 from django.conf import settings
 from django.db import connection
 
+from config.metrics import render
 from middleware.types import ASGIApp, Receive, Scope, Send
 from tenants.context import in_public
 
@@ -39,12 +41,15 @@ async def _check(coro_factory) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def _respond(send: Send, status: int, body: dict) -> None:  # type: ignore[type-arg]
-    payload = json.dumps(body).encode()
+    await _respond_bytes(send, status, json.dumps(body).encode(), "application/json")
+
+
+async def _respond_bytes(send: Send, status: int, payload: bytes, content_type: str) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+            "headers": [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -71,6 +76,9 @@ class ProbesMiddleware:
         path = scope.get("path")
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
+        elif scope["type"] == "http" and path == "/metrics":
+            payload, content_type = render()
+            await _respond_bytes(send, 200, payload, content_type)
         elif scope["type"] == "http" and path == "/healthz":
             await _respond(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and path == "/readyz":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from config.logging import tenant_var
 from middleware.closing import refuse_handshake
 from middleware.types import ASGIApp, Receive, Scope, Send
 from tenants.context import in_public
@@ -35,4 +36,5 @@ class TenantFromHostMiddleware:
             await refuse_handshake(scope, receive, send)
             return
         scope["tenant"] = tenant
+        tenant_var.set(tenant.schema_name)  # this connection's task only (a context variable)
         await self.app(scope, receive, send)

@@ -10,6 +10,7 @@ project calls `connection.set_tenant` / `set_schema`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -17,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection as _connection
 from django_tenants.utils import get_public_schema_name
 
+from config.metrics import DB_SECONDS
 from tenants.backend.base import DatabaseWrapper
 
 # The default connection is django-tenants' wrapper (settings: ENGINE "tenants.backend").
@@ -40,6 +42,10 @@ def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwar
             connection.close_if_unusable_or_obsolete()
 
 
+# thread_sensitive: Django's ORM thread (one connection, see the module docstring).
+_on_orm_thread = sync_to_async(run_in_schema, thread_sensitive=True)
+
+
 def current_schema() -> str:
     """The schema the current thread's connection is set to (by the tenant middleware)."""
     return str(connection.schema_name)
@@ -49,9 +55,11 @@ async def in_schema(
     schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 ) -> R:
     """Await `fn(*args, **kwargs)` run on the ORM thread inside `schema_name`."""
-    return await sync_to_async(run_in_schema, thread_sensitive=True)(
-        schema_name, fn, *args, **kwargs
-    )
+    started = time.perf_counter()
+    try:
+        return await _on_orm_thread(schema_name, fn, *args, **kwargs)
+    finally:
+        DB_SECONDS.labels(getattr(fn, "__name__", "call")).observe(time.perf_counter() - started)
 
 
 async def in_public(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:

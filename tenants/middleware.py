@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django_tenants.middleware.main import TenantMainMiddleware
 
+from config.logging import tenant_var
 from tenants.selectors import active_tenant_for_host
 
 
@@ -15,6 +16,7 @@ class ActiveTenantMiddleware(TenantMainMiddleware):
         tenant = active_tenant_for_host(hostname)
         if tenant is None:
             raise domain_model.DoesNotExist
+        tenant_var.set(tenant.schema_name)  # for log lines of this request
         return tenant
 
     def no_tenant_found(self, request: HttpRequest, hostname: str) -> JsonResponse:
