@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken, Token
 
 TENANT_CLAIM = "tenant"
@@ -37,4 +37,5 @@ def token_user_id(token: Token) -> Any:
     try:
         return token[api_settings.USER_ID_CLAIM]
     except KeyError as exc:
-        raise InvalidToken("Token contained no recognizable user identification") from exc
+        # TokenError (not DRF's InvalidToken): every transport turns it into its own 401/4401.
+        raise TokenError("Token contained no recognizable user identification") from exc

@@ -1,10 +1,15 @@
 from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework.routers import SimpleRouter
+from rest_framework_simplejwt.views import TokenRefreshView
 
-from accounts.views import LogoutView, MeView
+from accounts.admin_api import UserViewSet
+from accounts.views import LogoutView, MeView, TokenObtainView
+
+router = SimpleRouter()
+router.register("api/users", UserViewSet, basename="user")
 
 auth_urlpatterns = [
-    path("api/auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
+    path("api/auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("api/auth/logout/", LogoutView.as_view(), name="logout"),
 ]
@@ -12,4 +17,5 @@ auth_urlpatterns = [
 urlpatterns = [
     *auth_urlpatterns,
     path("api/me/", MeView.as_view(), name="me"),
+    *router.urls,
 ]

@@ -10,10 +10,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from accounts.serializers import LogoutSerializer, MeSerializer
+from accounts.throttling import LoginRateThrottle
 from accounts.tokens import check_tenant_claim
 from tenants.context import current_schema
+
+
+class TokenObtainView(TokenObtainPairView):
+    """`{username, password}` -> `{access, refresh}`, both carrying the tenant claim."""
+
+    throttle_classes = [LoginRateThrottle]
 
 
 class LogoutView(APIView):

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
-from rest_framework.generics import ListCreateAPIView
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.generics import ListAPIView, ListCreateAPIView
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import IsTenantAdmin
 from chat import selectors
 from chat.models import Room
 from chat.serializers import (
     ChatMessageFrameSerializer,
     HistoryQuerySerializer,
+    MemberAddSerializer,
+    MemberSerializer,
     MessageInSerializer,
     RoomSerializer,
+    RoomUpdateSerializer,
 )
-from chat.services import Actor, ChatError, RoomRef, message_send, room_create
+from chat.services import (
+    Actor,
+    ChatError,
+    RoomRef,
+    message_send,
+    room_create,
+    room_delete,
+    room_member_add,
+    room_member_remove,
+    room_update,
+)
 from tenants.context import current_schema
+
+
+def _room_or_404(slug: str) -> Room:
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise Http404("No such room.")
+    return room
 
 
 def _visible_room_or_404(request: Request, slug: str) -> Room:
@@ -40,6 +64,8 @@ class RoomListCreateView(ListCreateAPIView):
 
     def perform_create(self, serializer: RoomSerializer) -> None:  # type: ignore[override]
         data = serializer.validated_data
+        if data.get("is_private") and not self.request.user.is_staff:
+            raise PermissionDenied("Only a tenant admin may create a private room.")
         room = room_create(
             schema_name=current_schema(),
             actor=Actor.of(self.request.user),
@@ -52,9 +78,70 @@ class RoomListCreateView(ListCreateAPIView):
 
 
 class RoomDetailView(APIView):
+    def get_permissions(self) -> list[Any]:
+        if self.request.method in ("PATCH", "DELETE"):
+            return [IsAuthenticated(), IsTenantAdmin()]
+        return [IsAuthenticated()]
+
     @extend_schema(responses=RoomSerializer)
     def get(self, request: Request, slug: str) -> Response:
         return Response(RoomSerializer(_visible_room_or_404(request, slug)).data)
+
+    @extend_schema(request=RoomUpdateSerializer, responses=RoomSerializer)
+    def patch(self, request: Request, slug: str) -> Response:
+        room = _room_or_404(slug)
+        payload = RoomUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        room = room_update(
+            schema_name=current_schema(),
+            room=room,
+            name=payload.validated_data.get("name"),
+            is_private=payload.validated_data.get("is_private"),
+        )
+        return Response(RoomSerializer(_visible_room_or_404(request, room.slug)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, slug: str) -> Response:
+        room_delete(schema_name=current_schema(), room=_room_or_404(slug))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoomMembersView(ListAPIView):
+    """Members of a room (they matter for private rooms); admins only."""
+
+    permission_classes = [IsAuthenticated, IsTenantAdmin]
+    serializer_class = MemberSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        room = _room_or_404(self.kwargs["slug"])
+        return room.memberships.select_related("user").order_by("user_id")
+
+    @extend_schema(request=MemberAddSerializer, responses={201: MemberSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        room = _room_or_404(slug)
+        payload = MemberAddSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            membership, created = room_member_add(
+                schema_name=current_schema(), room=room, user_id=payload.validated_data["user_id"]
+            )
+        except ChatError as exc:
+            raise ValidationError({"user_id": [exc.detail]}) from exc
+        return Response(
+            MemberSerializer(membership).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class RoomMemberDetailView(APIView):
+    permission_classes = [IsAuthenticated, IsTenantAdmin]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, slug: str, user_id: int) -> Response:
+        room = _room_or_404(slug)
+        if not room_member_remove(schema_name=current_schema(), room=room, user_id=user_id):
+            raise Http404("This user is not a member of this room.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RoomMessagesView(APIView):

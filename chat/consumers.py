@@ -41,6 +41,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.schema_name: str = tenant.schema_name
         self.actor = Actor.of(self.scope["user"])
         self.group = ""
+        self.joined: list[str] = []
         self.ping_handle: asyncio.TimerHandle | None = None
         slug = self.scope["url_route"]["kwargs"]["room"]
         try:
@@ -49,14 +50,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return await self.reject(CloseCode.BAD_REQUEST)
         if not is_valid_room_slug(slug):
             return await self.reject(CloseCode.BAD_REQUEST)
+        # Join the groups first, then check access in the database: a deactivation, removal
+        # or message published in between is then either seen by the check or delivered to
+        # us; frames wait in our queue until connect() returns, so none is lost.
+        self.group = events.room_group_name(self.schema_name, slug)
+        await self.join_groups(
+            self.group,
+            events.user_group_name(self.schema_name, self.actor.id),
+            events.tenant_group_name(self.schema_name),
+        )
         try:
             self.room = await room_join(schema_name=self.schema_name, slug=slug, actor=self.actor)
-        except ChatError:
-            return await self.reject(CloseCode.FORBIDDEN)
-        # Join the group before accepting: frames that arrive meanwhile wait in the queue
-        # until connect() returns, so none is lost between join and accept.
-        self.group = events.room_group_name(self.schema_name, self.room.slug)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        except ChatError as exc:
+            await self.leave_groups()
+            code = (
+                CloseCode.UNAUTHORIZED
+                if exc.code == ErrorCode.UNAUTHORIZED
+                else CloseCode.FORBIDDEN
+            )
+            return await self.reject(code)
         self.bucket = TokenBucket(
             tenant.rate_limit_per_second or settings.CHAT_RATE_PER_SECOND,
             tenant.rate_limit_burst or settings.CHAT_RATE_BURST,
@@ -76,14 +88,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         CLOSES.labels(str(code)).inc()
         await self.close(code=code)
 
+    async def join_groups(self, *groups: str) -> None:
+        self.joined = list(groups)
+        await asyncio.gather(*(self.channel_layer.group_add(g, self.channel_name) for g in groups))
+
+    async def leave_groups(self) -> None:
+        joined, self.joined = self.joined, []
+        await asyncio.gather(
+            *(self.channel_layer.group_discard(g, self.channel_name) for g in joined)
+        )
+
     async def disconnect(self, code: int) -> None:
         if self.ping_handle is not None:
             self.ping_handle.cancel()
         if self.open_gauge is not None:
             self.open_gauge.dec()
             self.open_gauge = None
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_groups()
 
     # --- server pings -------------------------------------------------------------------
 
@@ -168,4 +189,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             BROADCAST_LATENCY.observe(time.time() - event["at"])
 
     async def socket_close(self, event: dict[str, Any]) -> None:
+        """A kick for every socket of a user or tenant (deactivation: 4401)."""
         await self.close_with(event["code"])
+
+    async def room_kick(self, event: dict[str, Any]) -> None:
+        """A kick for one user's sockets in one room (removed member, deleted room: 4403)."""
+        if event["room"] == self.room.slug:
+            await self.close_with(event["code"])

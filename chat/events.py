@@ -25,6 +25,7 @@ _MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 character
 # Never taken from client input: the type of a layer message picks the handler that runs.
 ROOM_FRAME = "room.frame"
 SOCKET_CLOSE = "socket.close"
+ROOM_KICK = "room.kick"
 
 
 def _group_name(schema_name: str, kind: str, key: str) -> str:
@@ -45,6 +46,11 @@ def room_group_name(schema_name: str, room_slug: str) -> str:
 def user_group_name(schema_name: str, user_id: int) -> str:
     """Channel-layer group of every socket of one user in one tenant (kicks, notifications)."""
     return _group_name(schema_name, "user", str(user_id))
+
+
+def tenant_group_name(schema_name: str) -> str:
+    """Channel-layer group of every socket of one tenant (tenant deactivation)."""
+    return _group_name(schema_name, "tenant", "all")
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -98,3 +104,11 @@ async def broadcast(group: str, text: str) -> None:
 async def close_group(group: str, code: int) -> None:
     """Ask every socket in `group` (on any process) to close with `code`."""
     await get_channel_layer().group_send(group, {"type": SOCKET_CLOSE, "code": int(code)})
+
+
+async def kick_from_room(schema_name: str, user_id: int, room_slug: str, code: int) -> None:
+    """Close one user's sockets in one room, on any process."""
+    await get_channel_layer().group_send(
+        user_group_name(schema_name, user_id),
+        {"type": ROOM_KICK, "room": room_slug, "code": int(code)},
+    )

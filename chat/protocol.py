@@ -22,6 +22,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    # Not sent as a frame: services raise it when the user or tenant is no longer active,
+    # and the transport turns it into close code 4401 / HTTP 401.
+    UNAUTHORIZED = "unauthorized"
 
 
 class ClientFrame(StrEnum):

@@ -25,6 +25,21 @@ class RoomSerializer(serializers.ModelSerializer):
         return value
 
 
+class RoomUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    is_private = serializers.BooleanField(required=False)
+
+
+class MemberSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    created_at = serializers.DateTimeField()
+
+
+class MemberAddSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(min_value=1)
+
+
 class HistoryQuerySerializer(serializers.Serializer):
     before = serializers.IntegerField(required=False, min_value=0)
     after = serializers.IntegerField(required=False, min_value=0)

@@ -7,14 +7,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from chat import events
 from chat.models import ROOM_SLUG_PATTERN, Membership, Message, Room
-from chat.protocol import ErrorCode
+from chat.protocol import CloseCode, ErrorCode
 from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
+from tenants.models import Tenant
 
 _SLUG = re.compile(rf"^{ROOM_SLUG_PATTERN}$")
 
@@ -77,21 +80,27 @@ def clean_client_id(client_id: Any) -> str | None:
     return client_id
 
 
-def _join(slug: str, actor: Actor) -> RoomRef | None:
+def _join(schema_name: str, slug: str, actor: Actor) -> RoomRef:
+    # Checked again here, after the socket joined its groups, so that a deactivation that
+    # raced with the handshake is either seen now or reaches the socket as a kick.
+    if not Tenant.objects.filter(schema_name=schema_name, is_active=True).exists():
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Tenant is deactivated.")
+    if not get_user_model().objects.filter(pk=actor.id, is_active=True).exists():
+        raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
     room, _ = Room.objects.get_or_create(
         slug=slug, defaults={"name": slug, "created_by_id": actor.id}
     )
     if room.is_private and not Membership.objects.filter(room=room, user_id=actor.id).exists():
-        return None
+        raise ChatError(ErrorCode.FORBIDDEN, "This room is private.")
     return RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private)
 
 
 async def room_join(*, schema_name: str, slug: str, actor: Actor) -> RoomRef:
-    """The room a socket joins: created as a public room if missing; private needs membership."""
-    room = await in_schema(schema_name, _join, slug, actor)
-    if room is None:
-        raise ChatError(ErrorCode.FORBIDDEN, "This room is private.")
-    return room
+    """The room a socket joins: created as a public room if missing; private needs membership.
+
+    Raises ChatError FORBIDDEN (not a member) or UNAUTHORIZED (user or tenant deactivated).
+    """
+    return await in_schema(schema_name, _join, schema_name, slug, actor)
 
 
 def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_private: bool) -> Room:
@@ -107,6 +116,50 @@ def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_priv
         return Room.objects.get(pk=room.pk)  # read back db defaults (created_at)
 
     return run_in_schema(schema_name, create)
+
+
+def room_update(
+    *, schema_name: str, room: Room, name: str | None = None, is_private: bool | None = None
+) -> Room:
+    """Rename a room or change its visibility."""
+
+    def update() -> Room:
+        if name is not None:
+            room.name = name
+        if is_private is not None:
+            room.is_private = is_private
+        room.save(update_fields=["name", "is_private"])
+        return room
+
+    return run_in_schema(schema_name, update)
+
+
+def room_delete(*, schema_name: str, room: Room) -> None:
+    """Delete a room with its messages; its open sockets on every process close with 4403."""
+    run_in_schema(schema_name, room.delete)
+    async_to_sync(events.close_group)(
+        events.room_group_name(schema_name, room.slug), CloseCode.FORBIDDEN
+    )
+
+
+def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Membership, bool]:
+    """Give a user access to a (private) room; returns the membership and whether it is new."""
+
+    def add() -> tuple[Membership, bool]:
+        if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+            raise ChatError(ErrorCode.NOT_FOUND, "No active user with this id.")
+        return Membership.objects.get_or_create(room=room, user_id=user_id)
+
+    return run_in_schema(schema_name, add)
+
+
+def room_member_remove(*, schema_name: str, room: Room, user_id: int) -> bool:
+    """Take a user out of a room: their sockets in it, on every process, close with 4403."""
+    deleted, _ = run_in_schema(
+        schema_name, Membership.objects.filter(room=room, user_id=user_id).delete
+    )
+    async_to_sync(events.kick_from_room)(schema_name, user_id, room.slug, CloseCode.FORBIDDEN)
+    return bool(deleted)
 
 
 def _persist_message(

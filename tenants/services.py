@@ -40,3 +40,78 @@ def user_ensure(*, schema_name: str, username: str, password: str, is_admin: boo
         user.save()
 
     run_in_schema(schema_name, ensure)
+
+
+def tenant_provision(
+    *, schema_name: str, name: str, domain: str, admin_username: str, admin_password: str
+) -> Tenant:
+    """Create a tenant in one transaction: schema, its migrations, domain, first admin.
+
+    PostgreSQL DDL is transactional, so if any step fails (a taken domain, a migration, the
+    admin user) the schema, the tenant row and the domain row are all rolled back together.
+    """
+
+    def provision() -> Tenant:
+        with transaction.atomic():
+            tenant = Tenant(schema_name=schema_name, name=name)
+            tenant.save(verbosity=0)  # CREATE SCHEMA + migrations, inside our transaction
+            Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
+            provision_admin(
+                schema_name=schema_name, username=admin_username, password=admin_password
+            )
+        return tenant
+
+    return run_in_schema("public", provision)
+
+
+def provision_admin(*, schema_name: str, username: str, password: str) -> None:
+    """The tenant's first admin (a step of `tenant_provision`)."""
+    from accounts.services import user_create
+
+    user_create(schema_name=schema_name, username=username, password=password, is_admin=True)
+
+
+def tenant_update(
+    *,
+    tenant: Tenant,
+    name: str | None = None,
+    is_active: bool | None = None,
+    rate_limit_per_second: float | None = None,
+    rate_limit_burst: int | None = None,
+) -> Tenant:
+    """Rename, reactivate or re-limit a tenant; `is_active=False` deactivates (see below)."""
+
+    def update() -> Tenant:
+        if name is not None:
+            tenant.name = name
+        if is_active is True:
+            tenant.is_active = True
+        if rate_limit_per_second is not None:
+            tenant.rate_limit_per_second = rate_limit_per_second
+        if rate_limit_burst is not None:
+            tenant.rate_limit_burst = rate_limit_burst
+        tenant.save()
+        return tenant
+
+    updated = run_in_schema("public", update)
+    if is_active is False:
+        tenant_deactivate(tenant=updated)
+    return updated
+
+
+def tenant_deactivate(*, tenant: Tenant) -> None:
+    """Keep the data; the tenant's hosts answer 404 at once and its open sockets, on every
+    process, close with 4401."""
+    from asgiref.sync import async_to_sync
+
+    from chat import events
+    from chat.protocol import CloseCode
+
+    def deactivate() -> None:
+        Tenant.objects.filter(pk=tenant.pk).update(is_active=False)
+
+    run_in_schema("public", deactivate)
+    tenant.is_active = False
+    async_to_sync(events.close_group)(
+        events.tenant_group_name(tenant.schema_name), CloseCode.UNAUTHORIZED
+    )

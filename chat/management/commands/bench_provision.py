@@ -55,15 +55,16 @@ class Command(BaseCommand):
                     with connection.cursor() as cursor:
                         cursor.execute("TRUNCATE chat_message, chat_room RESTART IDENTITY CASCADE")
                 existing = set(
-                    user_model.objects.filter(username__in=names).values_list(
-                        "username", flat=True
-                    )
+                    user_model.objects.filter(username__in=names).values_list("username", flat=True)
                 )
                 missing = [n for n in names if n not in existing]
                 if missing:
                     password = make_password(None)  # one unusable hash for all: tokens only
                     user_model.objects.bulk_create(
-                        [user_model(username=n, password=password, is_active=True) for n in missing],
+                        [
+                            user_model(username=n, password=password, is_active=True)
+                            for n in missing
+                        ],
                         batch_size=1000,
                     )
                 user_model.objects.filter(username__in=names, is_active=False).update(
@@ -83,4 +84,6 @@ class Command(BaseCommand):
         path.write_text(
             json.dumps({"domain": options["domain"], "schema": schema, "users": users}) + "\n"
         )
-        self.stdout.write(f"bench tenant {schema} ({options['domain']}): {len(users)} tokens -> {path}")
+        self.stdout.write(
+            f"bench tenant {schema} ({options['domain']}): {len(users)} tokens -> {path}"
+        )

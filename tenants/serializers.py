@@ -1,0 +1,89 @@
+"""Platform API: request validation and response shapes for tenants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.http.request import validate_host
+from rest_framework import serializers
+
+from tenants.models import Domain, Tenant
+
+SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
+RESERVED_SCHEMAS = {"public", "information_schema", "default", "user", "current_user"}
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+class AdminSerializer(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    password = serializers.CharField(min_length=8, max_length=128, write_only=True)
+
+    def validate_password(self, value: str) -> str:
+        validate_password(value)
+        return value
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    domain = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Tenant
+        fields = [
+            "schema_name",
+            "name",
+            "domain",
+            "is_active",
+            "created_at",
+            "rate_limit_per_second",
+            "rate_limit_burst",
+        ]
+        read_only_fields = fields
+
+    def get_domain(self, tenant: Tenant) -> str | None:
+        domain = tenant.domains.filter(is_primary=True).first() or tenant.domains.first()
+        return domain.domain if domain else None
+
+
+class TenantCreateSerializer(serializers.Serializer):
+    schema_name = serializers.CharField(max_length=50)
+    name = serializers.CharField(max_length=100)
+    domain = serializers.CharField(max_length=253)
+    admin = AdminSerializer()
+
+    def validate_schema_name(self, value: str) -> str:
+        if not SCHEMA_NAME.match(value):
+            raise serializers.ValidationError(
+                "Use 2 to 50 lower-case letters, digits and underscores, starting with a letter."
+            )
+        if value in RESERVED_SCHEMAS or value.startswith("pg_"):
+            raise serializers.ValidationError("This schema name is reserved.")
+        if Tenant.objects.filter(schema_name=value).exists():
+            raise serializers.ValidationError("This schema name is taken.")
+        return value
+
+    def validate_domain(self, value: str) -> str:
+        value = value.strip().lower()
+        if not HOSTNAME.match(value):
+            raise serializers.ValidationError("Not a valid host name (no scheme, port or path).")
+        if not validate_host(value, settings.ALLOWED_HOSTS):
+            raise serializers.ValidationError("This deployment does not serve it (ALLOWED_HOSTS).")
+        if Domain.objects.filter(domain=value).exists():
+            raise serializers.ValidationError("This domain is taken.")
+        return value
+
+
+class TenantUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    is_active = serializers.BooleanField(required=False)
+    rate_limit_per_second = serializers.FloatField(required=False, min_value=0.1, max_value=1000)
+    rate_limit_burst = serializers.IntegerField(required=False, min_value=1, max_value=10000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Nothing to change.")
+        return attrs
