@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from rest_framework_simplejwt.exceptions import TokenError
 
-from chat import events
-from chat.protocol import ClientFrame, CloseCode, ErrorCode
+from accounts.tokens import token_user_id, validate_access_token
+from chat import drain, events, services
+from chat.presence import presence_registry
+from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import TokenBucket
-from chat.services import Actor, ChatError, RoomRef, is_valid_room_slug, message_send, room_join
+from chat.selectors import replay_frames
+from chat.services import Actor, ChatError, RoomRef
 from config.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
 from middleware.jwt import query_param
+from tenants.context import in_schema
+
+logger = logging.getLogger(__name__)
 
 _CLIENT_FRAMES = frozenset(ClientFrame)
+Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
 
 
 def _since(raw: str | None) -> int | None:
@@ -29,55 +40,47 @@ def _since(raw: str | None) -> int | None:
     return int(raw)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """One socket in one room. The middleware stack has already set tenant and user."""
+class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
+    """What room and notification sockets share: the session (token expiry and in-band
+    `auth`), pings, the frame parser, error frames, kicks and the graceful drain.
 
-    room: RoomRef
-    group: str
+    The middleware stack has already checked origin, tenant and token, and put `tenant`,
+    `user` and `token_exp` into the scope.
+    """
+
+    handlers: dict[ClientFrame, Handler] = {}
     open_gauge: Any = None
+    room: RoomRef | None = None
 
     async def connect(self) -> None:
         tenant = self.scope["tenant"]
         self.schema_name: str = tenant.schema_name
         self.actor = Actor.of(self.scope["user"])
-        self.group = ""
         self.joined: list[str] = []
-        self.ping_handle: asyncio.TimerHandle | None = None
-        slug = self.scope["url_route"]["kwargs"]["room"]
-        try:
-            self.since = _since(query_param(self.scope, "since"))
-        except ValueError:
-            return await self.reject(CloseCode.BAD_REQUEST)
-        if not is_valid_room_slug(slug):
-            return await self.reject(CloseCode.BAD_REQUEST)
-        # Join the groups first, then check access in the database: a deactivation, removal
-        # or message published in between is then either seen by the check or delivered to
-        # us; frames wait in our queue until connect() returns, so none is lost.
-        self.group = events.room_group_name(self.schema_name, slug)
-        await self.join_groups(
-            self.group,
-            events.user_group_name(self.schema_name, self.actor.id),
-            events.tenant_group_name(self.schema_name),
-        )
-        try:
-            self.room = await room_join(schema_name=self.schema_name, slug=slug, actor=self.actor)
-        except ChatError as exc:
-            await self.leave_groups()
-            code = (
-                CloseCode.UNAUTHORIZED
-                if exc.code == ErrorCode.UNAUTHORIZED
-                else CloseCode.FORBIDDEN
-            )
-            return await self.reject(code)
+        self.timers: list[asyncio.TimerHandle] = []
+        self.expiry: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.bucket = TokenBucket(
             tenant.rate_limit_per_second or settings.CHAT_RATE_PER_SECOND,
             tenant.rate_limit_burst or settings.CHAT_RATE_BURST,
         )
+        if drain.is_draining():
+            await self.reject(CloseCode.GOING_AWAY)
+            return
+        await self.open()
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Accept, and start what lives as long as the socket does."""
         await self.accept()
         self.delivered = FRAMES_DELIVERED.labels(self.schema_name)
         self.open_gauge = OPEN_SOCKETS.labels(self.schema_name)
         self.open_gauge.inc()
+        drain.register(self)
         self.schedule_ping()
+        self.schedule_expiry(self.scope["token_exp"])
 
     async def reject(self, code: int) -> None:
         """Accept, then close: a browser only sees the close code after accept."""
@@ -88,34 +91,53 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         CLOSES.labels(str(code)).inc()
         await self.close(code=code)
 
+    async def drain(self) -> None:
+        await self.close_with(CloseCode.GOING_AWAY)
+
     async def join_groups(self, *groups: str) -> None:
         self.joined = list(groups)
-        await asyncio.gather(*(self.channel_layer.group_add(g, self.channel_name) for g in groups))
+        channel = self.channel_name
+        await asyncio.gather(*(self.channel_layer.group_add(g, channel) for g in groups))
 
     async def leave_groups(self) -> None:
         joined, self.joined = self.joined, []
-        await asyncio.gather(
-            *(self.channel_layer.group_discard(g, self.channel_name) for g in joined)
-        )
+        channel = self.channel_name
+        await asyncio.gather(*(self.channel_layer.group_discard(g, channel) for g in joined))
 
     async def disconnect(self, code: int) -> None:
-        if self.ping_handle is not None:
-            self.ping_handle.cancel()
+        for timer in (*self.timers, self.expiry):
+            if timer is not None:
+                timer.cancel()
         if self.open_gauge is not None:
             self.open_gauge.dec()
             self.open_gauge = None
+        drain.unregister(self)
         await self.leave_groups()
 
-    # --- server pings -------------------------------------------------------------------
+    # --- timers ---------------------------------------------------------------------------
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def schedule_ping(self) -> None:
         interval = settings.WS_PING_INTERVAL
         if interval > 0:
-            self.ping_handle = asyncio.get_running_loop().call_later(interval, self._ping)
+            self.timers = [asyncio.get_running_loop().call_later(interval, self._ping)]
 
     def _ping(self) -> None:
-        self.ping_task = asyncio.ensure_future(self.send(text_data=events.PING_TEXT))
+        self.spawn(self.send(text_data=events.PING_TEXT))
         self.schedule_ping()
+
+    def schedule_expiry(self, exp: int) -> None:
+        """The session ends with its token (4401) unless an `auth` frame extends it."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+        delay = max(exp - time.time(), 0.0)
+        self.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: self.spawn(self.close_with(CloseCode.UNAUTHORIZED))
+        )
 
     # --- incoming frames ----------------------------------------------------------------
 
@@ -139,60 +161,252 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(ErrorCode.INVALID_FRAME, "Frame must be a JSON object.")
             return
         frame_type = content.get("type", ClientFrame.MESSAGE)
-        handler = (
-            self.handlers.get(ClientFrame(frame_type)) if frame_type in _CLIENT_FRAMES else None
-        )
+        known = isinstance(frame_type, str) and frame_type in _CLIENT_FRAMES
+        handler = self.handlers.get(ClientFrame(frame_type)) if known else None
         if handler is None:
             await self.send_error(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {frame_type!r}.")
             return
-        await handler(self, content)
-
-    async def on_message(self, content: dict[str, Any]) -> None:
-        retry_after = self.bucket.take()
-        if retry_after:
-            await self.send_error(
-                ErrorCode.RATE_LIMITED, "Too many messages.", retry_after=round(retry_after, 3)
-            )
-            return
         try:
-            frame, created = await message_send(
-                schema_name=self.schema_name,
-                room=self.room,
-                actor=self.actor,
-                body=content.get("message"),
-                client_id=content.get("client_id"),
-            )
+            await handler(self, content)
         except ChatError as exc:
             await self.send_error(exc.code, exc.detail, **exc.extra)
-            return
-        if not created:  # a resend: only the sender hears about it, with the original frame
-            await self.send(text_data=events.encode(frame))
+
+    def take_token(self) -> None:
+        """The per-connection rate limit; raises `rate_limited` with `retry_after`."""
+        retry_after = self.bucket.take()
+        if retry_after:
+            # Rounded up to the millisecond: a refused frame never says "retry after 0".
+            wait = math.ceil(retry_after * 1000) / 1000
+            raise ChatError(ErrorCode.RATE_LIMITED, "Too many frames.", retry_after=wait)
 
     async def on_ping(self, content: dict[str, Any]) -> None:
         await self.send(text_data=events.PONG_TEXT)
 
-    handlers = {
-        ClientFrame.MESSAGE: on_message,
-        ClientFrame.PING: on_ping,
-    }
+    async def on_auth(self, content: dict[str, Any]) -> None:
+        """A fresh access token of the same user and tenant extends the session."""
+        raw = content.get("token")
+        try:
+            if not isinstance(raw, str):
+                raise TokenError("no token")
+            token = validate_access_token(raw, self.schema_name)
+            if str(token_user_id(token)) != str(self.actor.id):
+                raise TokenError("token of another user")
+            await services.access_check(schema_name=self.schema_name, actor=self.actor)
+        except (TokenError, ChatError):
+            await self.close_with(CloseCode.UNAUTHORIZED)
+            return
+        exp = int(token["exp"])
+        self.schedule_expiry(exp)
+        await self.send_frame(events.auth_ok(exp))
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=events.encode(frame))
 
     async def send_error(self, code: ErrorCode, detail: str, **extra: Any) -> None:
         ERRORS.labels(str(code)).inc()
-        await self.send(text_data=events.encode(events.error(code, detail, **extra)))
+        await self.send_frame(events.error(code, detail, **extra))
 
     # --- channel-layer events (types are set by chat.events, never by clients) ----------
-
-    async def room_frame(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
-        self.delivered.inc()
-        if "at" in event:
-            BROADCAST_LATENCY.observe(time.time() - event["at"])
 
     async def socket_close(self, event: dict[str, Any]) -> None:
         """A kick for every socket of a user or tenant (deactivation: 4401)."""
         await self.close_with(event["code"])
 
     async def room_kick(self, event: dict[str, Any]) -> None:
-        """A kick for one user's sockets in one room (removed member, deleted room: 4403)."""
-        if event["room"] == self.room.slug:
+        """A kick for one user's sockets in one room (removed member: 4403)."""
+        if self.room is not None and event["room"] == self.room.slug:
             await self.close_with(event["code"])
+
+
+class ChatConsumer(TenantSocketConsumer):
+    """One socket in one room: `/ws/chat/<room>/?token=...[&since=<seq>]`."""
+
+    group = ""
+    replayed_up_to = 0
+    present = False
+
+    async def open(self) -> None:
+        slug = self.scope["url_route"]["kwargs"]["room"]
+        try:
+            since = _since(query_param(self.scope, "since"))
+        except ValueError:
+            return await self.reject(CloseCode.BAD_REQUEST)
+        if not services.is_valid_room_slug(slug):
+            return await self.reject(CloseCode.BAD_REQUEST)
+        # Join the groups first, then check access in the database: a deactivation, removal
+        # or message published in between is then either seen by the check or delivered to
+        # us; frames wait in our queue until connect() returns, so none is lost.
+        self.group = events.room_group_name(self.schema_name, slug)
+        await self.join_groups(
+            self.group,
+            events.user_group_name(self.schema_name, self.actor.id),
+            events.tenant_group_name(self.schema_name),
+        )
+        try:
+            self.room = await services.room_join(
+                schema_name=self.schema_name, slug=slug, actor=self.actor
+            )
+        except ChatError as exc:
+            await self.leave_groups()
+            unauthorized = exc.code == ErrorCode.UNAUTHORIZED
+            return await self.reject(
+                CloseCode.UNAUTHORIZED if unauthorized else CloseCode.FORBIDDEN
+            )
+        self.typing_bucket = TokenBucket(2.0, 5)
+        first, users = await self.presence_join()
+        await self.start()
+        await self.send_frame(events.presence(users))
+        if first:
+            frame = events.user_event(ServerFrame.USER_JOINED, self.actor.username)
+            await events.broadcast(self.group, frame)
+        if since is not None:
+            await self.replay(since)
+
+    async def presence_join(self) -> tuple[bool, list[str]]:
+        try:
+            first, users = await presence_registry().join(self.group, self.actor.username)
+        except Exception:  # Redis trouble must not refuse the socket; presence is best effort
+            logger.warning("presence join failed", exc_info=True)
+            return False, [self.actor.username]
+        self.present = True
+        return first, users
+
+    async def replay(self, since: int) -> None:
+        """`since=<seq>`: every later message in order, then `resume.done`; live copies of
+        replayed messages (already queued for us) are dropped by `room_frame`."""
+        assert self.room is not None
+        frames = await in_schema(
+            self.schema_name,
+            replay_frames,
+            room_id=self.room.id,
+            slug=self.room.slug,
+            since=since,
+            limit=settings.WS_REPLAY_LIMIT,
+        )
+        for frame in frames:
+            await self.send_frame(frame)
+        self.replayed_up_to = max([since, *(f["seq"] for f in frames)])
+        await self.send_frame(events.resume_done(self.replayed_up_to))
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if self.present:
+            self.present = False
+            try:
+                last = await presence_registry().leave(self.group, self.actor.username)
+            except Exception:
+                logger.warning("presence leave failed", exc_info=True)
+                return
+            if last:
+                frame = events.user_event(ServerFrame.USER_LEFT, self.actor.username)
+                await events.broadcast(self.group, frame)
+
+    # --- client frames ------------------------------------------------------------------
+
+    def room_ref(self) -> RoomRef:
+        assert self.room is not None
+        return self.room
+
+    async def on_message(self, content: dict[str, Any]) -> None:
+        self.take_token()
+        frame, created = await services.message_send(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            body=content.get("message"),
+            client_id=content.get("client_id"),
+        )
+        if not created:  # a resend: only the sender hears about it, with the original frame
+            await self.send_frame(frame)
+
+    async def on_typing(self, content: dict[str, Any]) -> None:
+        if self.typing_bucket.take():
+            return  # typing is a hint: extra ones are dropped quietly, not answered
+        await services.typing_announce(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            channel=self.channel_name,
+        )
+
+    async def on_read(self, content: dict[str, Any]) -> None:
+        frame, moved = await services.read_marker_move(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            seq=content.get("seq"),
+        )
+        if not moved:  # nothing changed for the room; the sender still learns its marker
+            await self.send_frame(frame)
+
+    async def on_edit(self, content: dict[str, Any]) -> None:
+        await services.message_edit(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            message_id=content.get("id"),
+            body=content.get("message"),
+        )
+
+    async def on_delete(self, content: dict[str, Any]) -> None:
+        await services.message_delete(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            message_id=content.get("id"),
+        )
+
+    handlers = {
+        ClientFrame.MESSAGE: on_message,
+        ClientFrame.TYPING: on_typing,
+        ClientFrame.READ: on_read,
+        ClientFrame.EDIT: on_edit,
+        ClientFrame.DELETE: on_delete,
+        ClientFrame.PING: TenantSocketConsumer.on_ping,
+        ClientFrame.AUTH: TenantSocketConsumer.on_auth,
+    }
+
+    # --- channel-layer events -----------------------------------------------------------
+
+    async def room_frame(self, event: dict[str, Any]) -> None:
+        if event.get("skip") == self.channel_name:
+            return
+        seq = event.get("seq")
+        if seq is not None and seq <= self.replayed_up_to:
+            return  # already sent by the replay
+        await self.send(text_data=event["text"])
+        self.delivered.inc()
+        BROADCAST_LATENCY.observe(time.time() - event["at"])
+
+
+class NotificationConsumer(TenantSocketConsumer):
+    """Per-user events from anywhere in the tenant: `/ws/notifications/?token=...`."""
+
+    async def open(self) -> None:
+        await self.join_groups(
+            events.notify_group_name(self.schema_name, self.actor.id),
+            events.user_group_name(self.schema_name, self.actor.id),
+            events.tenant_group_name(self.schema_name),
+        )
+        try:
+            await services.access_check(schema_name=self.schema_name, actor=self.actor)
+        except ChatError:
+            await self.leave_groups()
+            return await self.reject(CloseCode.UNAUTHORIZED)
+        await self.start()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        try:
+            self.take_token()  # every frame counts here: this socket takes no messages
+        except ChatError as exc:
+            await self.send_error(exc.code, exc.detail, **exc.extra)
+            return
+        await super().receive_json(content, **kwargs)
+
+    handlers = {
+        ClientFrame.PING: TenantSocketConsumer.on_ping,
+        ClientFrame.AUTH: TenantSocketConsumer.on_auth,
+    }
+
+    async def user_frame(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])

@@ -1,4 +1,5 @@
-"""Frames out: builders for the contract's server frames, group names, and the one broadcast.
+"""Frames out: builders for the contract's server frames, group names, and the one function
+that sends to a group.
 
 A frame is serialised to JSON once, here, and travels through the channel layer as text;
 every socket of the room then writes that same string (no per-recipient encoding or query).
@@ -23,9 +24,10 @@ _MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 character
 
 # Channel-layer message types, i.e. consumer handler names (`room.frame` -> `room_frame`).
 # Never taken from client input: the type of a layer message picks the handler that runs.
-ROOM_FRAME = "room.frame"
-SOCKET_CLOSE = "socket.close"
-ROOM_KICK = "room.kick"
+ROOM_FRAME = "room.frame"  # an encoded frame for every socket of a room
+USER_FRAME = "user.frame"  # an encoded frame for a user's notification sockets
+SOCKET_CLOSE = "socket.close"  # close every socket of a user or tenant
+ROOM_KICK = "room.kick"  # close one user's sockets in one room
 
 
 def _group_name(schema_name: str, kind: str, key: str) -> str:
@@ -44,13 +46,21 @@ def room_group_name(schema_name: str, room_slug: str) -> str:
 
 
 def user_group_name(schema_name: str, user_id: int) -> str:
-    """Channel-layer group of every socket of one user in one tenant (kicks, notifications)."""
+    """Every socket of one user in one tenant (kicks)."""
     return _group_name(schema_name, "user", str(user_id))
 
 
+def notify_group_name(schema_name: str, user_id: int) -> str:
+    """The notification sockets of one user in one tenant."""
+    return _group_name(schema_name, "notify", str(user_id))
+
+
 def tenant_group_name(schema_name: str) -> str:
-    """Channel-layer group of every socket of one tenant (tenant deactivation)."""
+    """Every socket of one tenant (tenant deactivation)."""
     return _group_name(schema_name, "tenant", "all")
+
+
+# --- frames ---------------------------------------------------------------------------------
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -86,6 +96,26 @@ def chat_message(
     }
 
 
+def message_deleted(*, message_id: int, seq: int, room: str) -> dict[str, Any]:
+    return {"type": ServerFrame.CHAT_MESSAGE_DELETED, "id": message_id, "seq": seq, "room": room}
+
+
+def presence(users: list[str]) -> dict[str, Any]:
+    return {"type": ServerFrame.PRESENCE, "users": users}
+
+
+def user_event(frame_type: ServerFrame, username: str, **extra: Any) -> dict[str, Any]:
+    return {"type": frame_type, "user": username, **extra}
+
+
+def resume_done(seq: int) -> dict[str, Any]:
+    return {"type": ServerFrame.RESUME_DONE, "seq": seq}
+
+
+def auth_ok(exp: int) -> dict[str, Any]:
+    return {"type": ServerFrame.AUTH_OK, "exp": exp}
+
+
 def error(code: ErrorCode, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": ServerFrame.ERROR, "code": str(code), "detail": detail, **extra}
 
@@ -94,21 +124,47 @@ PONG_TEXT = encode({"type": ServerFrame.PONG})
 PING_TEXT = encode({"type": ServerFrame.PING})
 
 
-async def broadcast(group: str, text: str) -> None:
-    """Send an encoded frame to every socket in `group`, on every server process."""
+# --- sending --------------------------------------------------------------------------------
+
+
+async def _group_send(group: str, event: dict[str, Any]) -> None:
+    """The only call of `group_send` in the project."""
     started = time.time()
-    await get_channel_layer().group_send(group, {"type": ROOM_FRAME, "text": text, "at": started})
+    await get_channel_layer().group_send(group, event)
     LAYER_SECONDS.labels("group_send").observe(time.time() - started)
+
+
+async def broadcast(
+    group: str, frame: dict[str, Any], *, seq: int | None = None, skip: str | None = None
+) -> None:
+    """Send a frame to every socket in `group`, on every server process.
+
+    `seq` lets a resuming socket drop live copies of messages it replayed; `skip` names a
+    channel that must not get the frame (the typist of `user.typing`).
+    """
+    event: dict[str, Any] = {"type": ROOM_FRAME, "text": encode(frame), "at": time.time()}
+    if seq is not None:
+        event["seq"] = seq
+    if skip is not None:
+        event["skip"] = skip
+    await _group_send(group, event)
+
+
+async def notify_user(schema_name: str, user_id: int, frame: dict[str, Any]) -> None:
+    """Send a frame to one user's notification sockets, on every process."""
+    await _group_send(
+        notify_group_name(schema_name, user_id), {"type": USER_FRAME, "text": encode(frame)}
+    )
 
 
 async def close_group(group: str, code: int) -> None:
     """Ask every socket in `group` (on any process) to close with `code`."""
-    await get_channel_layer().group_send(group, {"type": SOCKET_CLOSE, "code": int(code)})
+    await _group_send(group, {"type": SOCKET_CLOSE, "code": int(code)})
 
 
 async def kick_from_room(schema_name: str, user_id: int, room_slug: str, code: int) -> None:
     """Close one user's sockets in one room, on any process."""
-    await get_channel_layer().group_send(
+    await _group_send(
         user_group_name(schema_name, user_id),
         {"type": ROOM_KICK, "room": room_slug, "code": int(code)},
     )

@@ -33,7 +33,20 @@ def room_history(
     *, room: Room, before: int | None, after: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """`chat.message` frames: newest first, or oldest first when `after` is given."""
-    messages = Message.objects.filter(room=room, deleted_at__isnull=True).select_related("user")
+    return _frames(room.pk, room.slug, before=before, after=after, limit=limit)
+
+
+def replay_frames(*, room_id: int, slug: str, since: int, limit: int) -> list[dict[str, Any]]:
+    """What `since=<seq>` replays: messages after `since`, oldest first, at most `limit`."""
+    return _frames(room_id, slug, before=None, after=since, limit=limit)
+
+
+def _frames(
+    room_id: int, slug: str, *, before: int | None, after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    messages = Message.objects.filter(room_id=room_id, deleted_at__isnull=True).select_related(
+        "user"
+    )
     if before is not None:
         messages = messages.filter(seq__lt=before)
     if after is not None:
@@ -43,7 +56,7 @@ def room_history(
         events.chat_message(
             message_id=m.pk,
             seq=m.seq,
-            room=room.slug,
+            room=slug,
             user=m.user.get_username(),
             body=m.body,
             client_id=m.client_id,

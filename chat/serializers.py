@@ -51,9 +51,19 @@ class HistoryQuerySerializer(serializers.Serializer):
         return min(value, settings.CHAT_HISTORY_MAX_LIMIT)
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text, as
+    the WebSocket side does (`invalid_frame`)."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MessageInSerializer(serializers.Serializer):
-    message = serializers.CharField(trim_whitespace=False, allow_blank=True)
-    client_id = serializers.CharField(required=False, max_length=64)
+    message = StrictCharField(trim_whitespace=False, allow_blank=True)
+    client_id = StrictCharField(required=False, max_length=64, trim_whitespace=False)
 
 
 class ChatMessageFrameSerializer(serializers.Serializer):

@@ -10,11 +10,12 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from chat import events
 from chat.models import ROOM_SLUG_PATTERN, Membership, Message, Room
-from chat.protocol import CloseCode, ErrorCode
+from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
 from tenants.models import Tenant
@@ -62,6 +63,8 @@ def is_valid_room_slug(slug: str) -> bool:
 def clean_message_body(body: Any) -> str:
     if not isinstance(body, str):
         raise ChatError(ErrorCode.INVALID_FRAME, "`message` must be a string.")
+    if "\x00" in body:  # PostgreSQL text cannot hold NUL
+        raise ChatError(ErrorCode.INVALID_FRAME, "`message` must not contain NUL characters.")
     if not body.strip():
         raise ChatError(ErrorCode.EMPTY_MESSAGE, "`message` is empty.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
@@ -73,20 +76,29 @@ def clean_message_body(body: Any) -> str:
 def clean_client_id(client_id: Any) -> str | None:
     if client_id is None:
         return None
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64 or "\x00" in client_id:
         raise ChatError(
             ErrorCode.INVALID_FRAME, "`client_id` must be a string of 1 to 64 characters."
         )
     return client_id
 
 
-def _join(schema_name: str, slug: str, actor: Actor) -> RoomRef:
+def _check_active(schema_name: str, actor: Actor) -> None:
     # Checked again here, after the socket joined its groups, so that a deactivation that
     # raced with the handshake is either seen now or reaches the socket as a kick.
     if not Tenant.objects.filter(schema_name=schema_name, is_active=True).exists():
         raise ChatError(ErrorCode.UNAUTHORIZED, "Tenant is deactivated.")
     if not get_user_model().objects.filter(pk=actor.id, is_active=True).exists():
         raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
+
+
+async def access_check(*, schema_name: str, actor: Actor) -> None:
+    """Raise ChatError UNAUTHORIZED unless both the tenant and the user are still active."""
+    await in_schema(schema_name, _check_active, schema_name, actor)
+
+
+def _join(schema_name: str, slug: str, actor: Actor) -> RoomRef:
+    _check_active(schema_name, actor)
     room, _ = Room.objects.get_or_create(
         slug=slug, defaults={"name": slug, "created_by_id": actor.id}
     )
@@ -143,35 +155,74 @@ def room_delete(*, schema_name: str, room: Room) -> None:
 
 
 def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Membership, bool]:
-    """Give a user access to a (private) room; returns the membership and whether it is new."""
+    """Give a user access to a room; a new member hears `room.added` on notification sockets."""
 
     def add() -> tuple[Membership, bool]:
         if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
             raise ChatError(ErrorCode.NOT_FOUND, "No active user with this id.")
         return Membership.objects.get_or_create(room=room, user_id=user_id)
 
-    return run_in_schema(schema_name, add)
+    membership, created = run_in_schema(schema_name, add)
+    if created:
+        frame = {"type": "room.added", "room": room_object(room, unread_count=room.last_seq)}
+        async_to_sync(events.notify_user)(schema_name, user_id, frame)
+    return membership, created
 
 
 def room_member_remove(*, schema_name: str, room: Room, user_id: int) -> bool:
-    """Take a user out of a room: their sockets in it, on every process, close with 4403."""
+    """Take a user out of a room: their sockets in it, on every process, close with 4403,
+    and their notification sockets hear `room.removed`."""
     deleted, _ = run_in_schema(
         schema_name, Membership.objects.filter(room=room, user_id=user_id).delete
     )
     async_to_sync(events.kick_from_room)(schema_name, user_id, room.slug, CloseCode.FORBIDDEN)
+    if deleted:
+        frame = {"type": "room.removed", "room": room.slug}
+        async_to_sync(events.notify_user)(schema_name, user_id, frame)
     return bool(deleted)
+
+
+def room_object(room: Room, *, unread_count: int = 0) -> dict[str, Any]:
+    """The room object of the contract's section 2."""
+    return {
+        "slug": room.slug,
+        "name": room.name,
+        "is_private": room.is_private,
+        "created_at": events.iso(room.created_at),
+        "unread_count": unread_count,
+    }
+
+
+# --- messages -------------------------------------------------------------------------------
+
+_MENTION = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
+MAX_MENTIONS = 20
+
+
+def _mentioned_readers(room_id: int, author_id: int, body: str) -> list[int]:
+    """Ids of active users named `@username` in `body` who can read the room (not the author)."""
+    names = {name.rstrip(".") for name in _MENTION.findall(body)}
+    if not names:
+        return []
+    users = (
+        get_user_model()
+        .objects.filter(username__in=list(names)[:MAX_MENTIONS], is_active=True)
+        .exclude(pk=author_id)
+    )
+    room = Room.objects.only("is_private").get(pk=room_id)
+    if room.is_private:
+        users = users.filter(pk__in=Membership.objects.filter(room_id=room_id).values("user_id"))
+    return list(users.values_list("pk", flat=True))
 
 
 def _persist_message(
     room_id: int, user_id: int, body: str, client_id: str | None
-) -> tuple[Message, bool]:
-    """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement)."""
+) -> tuple[Message, bool, list[int]]:
+    """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement); a message
+    naming `@someone` costs one more query, for the mentioned readers."""
     try:
-        return (
-            Message.objects.create(
-                room_id=room_id, user_id=user_id, body=body, client_id=client_id
-            ),
-            True,
+        message = Message.objects.create(
+            room_id=room_id, user_id=user_id, body=body, client_id=client_id
         )
     except IntegrityError:
         # Same client_id from the same user in the same room: the failed statement rolled
@@ -179,7 +230,23 @@ def _persist_message(
         if client_id is None:
             raise
         original = Message.objects.get(room_id=room_id, user_id=user_id, client_id=client_id)
-        return original, False
+        return original, False, []
+    mentioned = _mentioned_readers(room_id, user_id, body) if "@" in body else []
+    return message, True, mentioned
+
+
+def _frame_of(message: Message, room_slug: str, username: str, frame_type: str) -> dict[str, Any]:
+    return events.chat_message(
+        message_id=message.pk,
+        seq=message.seq,
+        room=room_slug,
+        user=username,
+        body=message.body,
+        client_id=message.client_id,
+        created_at=message.created_at,
+        edited_at=message.edited_at,
+        frame_type=frame_type,
+    )
 
 
 async def message_send(
@@ -192,19 +259,115 @@ async def message_send(
     """
     text = clean_message_body(body)
     cid = clean_client_id(client_id)
-    message, created = await in_schema(schema_name, _persist_message, room.id, actor.id, text, cid)
-    frame = events.chat_message(
-        message_id=message.pk,
-        seq=message.seq,
-        room=room.slug,
-        user=actor.username,
-        body=message.body,
-        client_id=message.client_id,
-        created_at=message.created_at,
-        edited_at=message.edited_at,
+    message, created, mentioned = await in_schema(
+        schema_name, _persist_message, room.id, actor.id, text, cid
     )
+    frame = _frame_of(message, room.slug, actor.username, ServerFrame.CHAT_MESSAGE)
     if created:
         MESSAGES_PERSISTED.labels(schema_name).inc()
         # The row is committed (autocommit) before any socket can see the frame.
-        await events.broadcast(events.room_group_name(schema_name, room.slug), events.encode(frame))
+        group = events.room_group_name(schema_name, room.slug)
+        await events.broadcast(group, frame, seq=message.seq)
+        for user_id in mentioned:
+            mention = {"type": "mention", "room": room.slug, "message": frame}
+            await events.notify_user(schema_name, user_id, mention)
     return frame, created
+
+
+def _change_message(
+    room_id: int, message_id: Any, actor: Actor, body: str | None
+) -> tuple[Message, str]:
+    """Edit (body) or delete (None) a message of the room; author or tenant admin only."""
+    message = (
+        Message.objects.select_related("user")
+        .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
+        .first()
+    )
+    if message is None:
+        raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.")
+    if message.user_id != actor.id and not actor.is_admin:
+        raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
+    if body is None:
+        message.deleted_at = timezone.now()
+        message.save(update_fields=["deleted_at"])
+    else:
+        message.body = body
+        message.edited_at = timezone.now()
+        message.save(update_fields=["body", "edited_at"])
+    return message, message.user.get_username()
+
+
+def _message_id(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ChatError(ErrorCode.INVALID_FRAME, "`id` must be a positive integer.")
+    return value
+
+
+async def message_edit(
+    *, schema_name: str, room: RoomRef, actor: Actor, message_id: Any, body: Any
+) -> dict[str, Any]:
+    """Change a message's text; the room gets `chat.message.edited` with the new fields."""
+    text = clean_message_body(body)
+    message, author = await in_schema(
+        schema_name, _change_message, room.id, _message_id(message_id), actor, text
+    )
+    frame = _frame_of(message, room.slug, author, ServerFrame.CHAT_MESSAGE_EDITED)
+    await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
+    return frame
+
+
+async def message_delete(
+    *, schema_name: str, room: RoomRef, actor: Actor, message_id: Any
+) -> dict[str, Any]:
+    """Delete a message (kept as a tombstone so `seq` stays gap-free in the table); the room
+    gets `chat.message.deleted`."""
+    message, _ = await in_schema(
+        schema_name, _change_message, room.id, _message_id(message_id), actor, None
+    )
+    frame = events.message_deleted(message_id=message.pk, seq=message.seq, room=room.slug)
+    await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
+    return frame
+
+
+# --- typing and read markers ----------------------------------------------------------------
+
+
+async def typing_announce(*, schema_name: str, room: RoomRef, actor: Actor, channel: str) -> None:
+    """Tell the room's other sockets that the user is typing (nothing is stored)."""
+    frame = events.user_event(ServerFrame.USER_TYPING, actor.username)
+    await events.broadcast(events.room_group_name(schema_name, room.slug), frame, skip=channel)
+
+
+def _move_marker(room_id: int, user_id: int, seq: int) -> tuple[int, bool]:
+    """Upsert the marker to max(old, seq), capped at the room's last seq, in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH target AS (SELECT LEAST(%s, last_seq) AS seq FROM chat_room WHERE id = %s),
+            old AS (SELECT seq FROM chat_readmarker WHERE room_id = %s AND user_id = %s)
+            INSERT INTO chat_readmarker (room_id, user_id, seq)
+            SELECT %s, %s, target.seq FROM target
+            ON CONFLICT (room_id, user_id)
+            DO UPDATE SET seq = GREATEST(chat_readmarker.seq, EXCLUDED.seq)
+            RETURNING seq, seq > COALESCE((SELECT seq FROM old), -1)
+            """,
+            [seq, room_id, room_id, user_id, room_id, user_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
+    return int(row[0]), bool(row[1])
+
+
+async def read_marker_move(
+    *, schema_name: str, room: RoomRef, actor: Actor, seq: Any
+) -> tuple[dict[str, Any], bool]:
+    """Move the user's read marker forward (never back). Returns the `message.read` frame and
+    whether it moved; only a move is broadcast to the room."""
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ChatError(ErrorCode.INVALID_FRAME, "`seq` must be a non-negative integer.")
+    marker, moved = await in_schema(schema_name, _move_marker, room.id, actor.id, seq)
+    frame = events.user_event(ServerFrame.MESSAGE_READ, actor.username, seq=marker)
+    if moved:
+        await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
+    return frame, moved

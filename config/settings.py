@@ -86,13 +86,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "tc")  # Redis key prefix of layer, presence, cache
 # The pub/sub layer: a group is a Redis PUBLISH channel, so a broadcast is one PUBLISH
 # whatever the room size, there is no per-channel capacity that drops messages when full
 # and no group expiry that silently unsubscribes a long-lived socket (README, "Channel layer").
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX", "tc")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
     }
 }
 
@@ -101,7 +102,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env_str("CHANNEL_PREFIX", "tc"),
+        "KEY_PREFIX": CHANNEL_PREFIX,
     }
 }
 
@@ -137,6 +138,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- chat ---
 WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 30.0)
+DRAIN_TIMEOUT = env_float("DRAIN_TIMEOUT", 10.0)  # SIGTERM: wait this long for 1001 closes
+WS_REPLAY_LIMIT = 1000  # `since=` replays at most this many messages
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 1024 * 1024)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)

@@ -16,7 +16,9 @@ from tenants.context import in_schema
 
 
 def query_param(scope: Scope, name: str) -> str | None:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    # Blank values are kept: `since=` is a malformed since (4400), not an absent one.
+    query = scope.get("query_string", b"").decode("latin-1")
+    values = parse_qs(query, keep_blank_values=True).get(name)
     return values[0] if values else None
 
 

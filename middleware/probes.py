@@ -10,6 +10,7 @@ import redis.asyncio
 from django.conf import settings
 from django.db import connection
 
+from chat.drain import install_signal_drain
 from config.metrics import render
 from middleware.types import ASGIApp, Receive, Scope, Send
 from tenants.context import in_public
@@ -60,6 +61,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            install_signal_drain()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

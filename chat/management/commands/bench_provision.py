@@ -15,6 +15,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
@@ -46,6 +47,8 @@ class Command(BaseCommand):
         if count < 1:
             raise CommandError("--users must be at least 1")
         tenant_ensure(schema_name=schema, name=f"Benchmark {schema}", domain=options["domain"])
+        # A tenant made by an earlier run may predate newer migrations: bring it up to date.
+        call_command("migrate_schemas", schema_name=schema, interactive=False, verbosity=0)
         names = [f"{options['prefix']}{i:04d}" for i in range(count)]
 
         def provision() -> list[dict[str, str]]:

@@ -1,0 +1,81 @@
+"""Graceful drain: on SIGTERM, close every socket of this process with 1001 first.
+
+uvicorn's own shutdown closes WebSockets with 1012; the contract promises 1001 ("going away,
+reconnect with `since`"). At lifespan startup we wrap the SIGTERM/SIGINT handler that the
+server installed: the wrapper closes our sockets with 1001 (new handshakes are closed with
+1001 too), waits until they are gone or DRAIN_TIMEOUT passes, then hands over to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class Drainable(Protocol):
+    async def drain(self) -> None: ...
+
+
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
+_state = {"draining": False}
+
+
+def register(consumer: Drainable) -> None:
+    _open.add(consumer)
+
+
+def unregister(consumer: Drainable) -> None:
+    _open.discard(consumer)
+
+
+def is_draining() -> bool:
+    return _state["draining"]
+
+
+async def drain_all(timeout: float) -> None:
+    """Close every registered socket with 1001 and wait for them to go (at most `timeout`)."""
+    _state["draining"] = True
+    consumers = list(_open)
+    logger.info("draining %d sockets with 1001", len(consumers))
+    await asyncio.gather(*(c.drain() for c in consumers), return_exceptions=True)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(_open) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+def install_signal_drain() -> None:
+    """Wrap the server's SIGTERM and SIGINT handlers (called at lifespan startup)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        original = signal.getsignal(signum)
+        if not callable(original):
+            continue
+        signal.signal(signum, _wrapper(loop, original))
+
+
+def _wrapper(loop: asyncio.AbstractEventLoop, original: Callable[..., Any]) -> Callable[..., Any]:
+    started: list[bool] = []
+
+    def handle(signum: int, frame: Any) -> None:
+        if started:  # a second signal: hand over at once
+            original(signum, frame)
+            return
+        started.append(True)
+
+        async def drain_then_exit() -> None:
+            try:
+                await drain_all(settings.DRAIN_TIMEOUT)
+            finally:
+                original(signum, frame)
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))
+
+    return handle
