@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -77,6 +78,8 @@ class UserViewSet(
 
     def perform_update(self, serializer: Any) -> None:
         data = serializer.validated_data
+        if data.get("is_active") is False and serializer.instance.pk == self.request.user.pk:
+            raise ValidationError({"is_active": ["You cannot deactivate yourself."]})
         serializer.instance = services.user_update(
             schema_name=current_schema(),
             user=serializer.instance,

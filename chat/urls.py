@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from chat.api import (
     RoomDetailView,
@@ -7,14 +7,30 @@ from chat.api import (
     RoomMembersView,
     RoomMessagesView,
 )
+from chat.models import ROOM_SLUG_PATTERN
+
+
+class RoomSlugConverter:
+    """Room slugs as the contract defines them; anything else is a 404 before any query."""
+
+    regex = ROOM_SLUG_PATTERN
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(RoomSlugConverter, "room")
 
 urlpatterns = [
     path("api/rooms/", RoomListCreateView.as_view(), name="rooms"),
-    path("api/rooms/<str:slug>/", RoomDetailView.as_view(), name="room-detail"),
-    path("api/rooms/<str:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),
-    path("api/rooms/<str:slug>/members/", RoomMembersView.as_view(), name="room-members"),
+    path("api/rooms/<room:slug>/", RoomDetailView.as_view(), name="room-detail"),
+    path("api/rooms/<room:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),
+    path("api/rooms/<room:slug>/members/", RoomMembersView.as_view(), name="room-members"),
     path(
-        "api/rooms/<str:slug>/members/<int:user_id>/",
+        "api/rooms/<room:slug>/members/<int:user_id>/",
         RoomMemberDetailView.as_view(),
         name="room-member-detail",
     ),

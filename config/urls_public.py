@@ -14,7 +14,8 @@ router.register("api/tenants", TenantViewSet, basename="tenant")
 urlpatterns = [
     path("api/auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Without `urlconf`, drf-spectacular would describe ROOT_URLCONF (the tenant API).
+    path("api/schema/", SpectacularAPIView.as_view(urlconf="config.urls_public"), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     *router.urls,
 ]

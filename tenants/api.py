@@ -25,6 +25,7 @@ class TenantViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsPlatformAdmin]
     serializer_class = TenantSerializer
     lookup_field = "schema_name"
+    lookup_value_regex = "[a-z][a-z0-9_]{1,49}"  # anything else is a 404 before any query
     queryset = (
         Tenant.objects.exclude(schema_name="public")
         .prefetch_related("domains")
