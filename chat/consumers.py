@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,22 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     handlers: dict[ClientFrame, Handler] = {}
     open_gauge: Any = None
     room: RoomRef | None = None
+    joined: list[str] = []
+    timers: list[asyncio.TimerHandle] = []
+    expiry: asyncio.TimerHandle | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def guarded_send(message: dict[str, Any]) -> None:
+            # A frame for a client that has just gone (a broadcast racing its close) raises
+            # ClientDisconnected (an OSError) in uvicorn; dropped here, so the queued
+            # `websocket.disconnect` still runs our cleanup instead of the consumer dying.
+            with contextlib.suppress(OSError):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, guarded_send)
+        finally:
+            await self.cleanup()  # whatever ended the consumer (safe to run twice)
 
     async def connect(self) -> None:
         tenant = self.scope["tenant"]
@@ -105,14 +122,21 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         await asyncio.gather(*(self.channel_layer.group_discard(g, channel) for g in joined))
 
     async def disconnect(self, code: int) -> None:
+        await self.cleanup()
+
+    async def cleanup(self) -> None:
+        """Release what the socket holds; idempotent (disconnect, then the finally of
+        `__call__`)."""
         for timer in (*self.timers, self.expiry):
             if timer is not None:
                 timer.cancel()
+        self.timers, self.expiry = [], None
         if self.open_gauge is not None:
             self.open_gauge.dec()
             self.open_gauge = None
         drain.unregister(self)
-        await self.leave_groups()
+        if self.joined:
+            await self.leave_groups()
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -275,7 +299,7 @@ class ChatConsumer(TenantSocketConsumer):
         """`since=<seq>`: every later message in order, then `resume.done`; live copies of
         replayed messages (already queued for us) are dropped by `room_frame`."""
         assert self.room is not None
-        frames = await in_schema(
+        frames, last_seq = await in_schema(
             self.schema_name,
             replay_frames,
             room_id=self.room.id,
@@ -285,11 +309,14 @@ class ChatConsumer(TenantSocketConsumer):
         )
         for frame in frames:
             await self.send_frame(frame)
-        self.replayed_up_to = max([since, *(f["seq"] for f in frames)])
-        await self.send_frame(events.resume_done(self.replayed_up_to))
+        # A `since` beyond the room's last seq (a room deleted and made again) must not
+        # swallow the live messages that will get those numbers.
+        replayed = [f["seq"] for f in frames]
+        self.replayed_up_to = max([min(since, last_seq), *replayed])
+        await self.send_frame(events.resume_done(max([since, *replayed])))
 
-    async def disconnect(self, code: int) -> None:
-        await super().disconnect(code)
+    async def cleanup(self) -> None:
+        await super().cleanup()
         if self.present:
             self.present = False
             try:

@@ -36,9 +36,14 @@ def room_history(
     return _frames(room.pk, room.slug, before=before, after=after, limit=limit)
 
 
-def replay_frames(*, room_id: int, slug: str, since: int, limit: int) -> list[dict[str, Any]]:
-    """What `since=<seq>` replays: messages after `since`, oldest first, at most `limit`."""
-    return _frames(room_id, slug, before=None, after=since, limit=limit)
+def replay_frames(
+    *, room_id: int, slug: str, since: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """What `since=<seq>` replays: messages after `since`, oldest first, at most `limit`;
+    and the room's last seq, read after them (so it is at least the last one replayed)."""
+    frames = _frames(room_id, slug, before=None, after=since, limit=limit)
+    last_seq = Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
+    return frames, last_seq
 
 
 def _frames(

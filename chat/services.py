@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from chat import events
-from chat.models import ROOM_SLUG_PATTERN, Membership, Message, Room
+from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
@@ -157,14 +157,17 @@ def room_delete(*, schema_name: str, room: Room) -> None:
 def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Membership, bool]:
     """Give a user access to a room; a new member hears `room.added` on notification sockets."""
 
-    def add() -> tuple[Membership, bool]:
+    def add() -> tuple[Membership, bool, int]:
         if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
             raise ChatError(ErrorCode.NOT_FOUND, "No active user with this id.")
-        return Membership.objects.get_or_create(room=room, user_id=user_id)
+        membership, created = Membership.objects.get_or_create(room=room, user_id=user_id)
+        marker = ReadMarker.objects.filter(room=room, user_id=user_id).values("seq").first()
+        last_seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
+        return membership, created, max(last_seq - (marker["seq"] if marker else 0), 0)
 
-    membership, created = run_in_schema(schema_name, add)
+    membership, created, unread = run_in_schema(schema_name, add)
     if created:
-        frame = {"type": "room.added", "room": room_object(room, unread_count=room.last_seq)}
+        frame = {"type": "room.added", "room": room_object(room, unread_count=unread)}
         async_to_sync(events.notify_user)(schema_name, user_id, frame)
     return membership, created
 
