@@ -42,6 +42,9 @@ def _test_database_url() -> str:
 
 
 TEST_DATABASE_URL = _test_database_url()
+# Redis is shared too: channel-layer groups, presence and throttle counts of this run carry
+# their own prefix, so another run's kicks or presence can never reach this run's sockets.
+TEST_REDIS_PREFIX = f"tc{os.getpid()}"
 
 
 def _maintenance(url: str, *statements: str) -> None:
@@ -73,6 +76,9 @@ def _drop_database(url: str) -> None:
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     _recreate_database(TEST_DATABASE_URL)
+    settings.CHANNEL_PREFIX = TEST_REDIS_PREFIX
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = TEST_REDIS_PREFIX
+    settings.CACHES["default"]["KEY_PREFIX"] = TEST_REDIS_PREFIX
     test_name = urlsplit(TEST_DATABASE_URL).path.lstrip("/")
     settings.DATABASES["default"]["NAME"] = test_name
     for conn in connections.all():
@@ -268,6 +274,7 @@ def server_env(**overrides: str) -> dict[str, str]:
         SECRET_KEY=settings.SECRET_KEY,
         DEBUG="0",
         DJANGO_SETTINGS_MODULE="config.settings",
+        CHANNEL_PREFIX=TEST_REDIS_PREFIX,
     )
     env.update(overrides)
     return env
