@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenError
@@ -88,6 +89,19 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def open(self) -> None:
         raise NotImplementedError
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `aclose_old_connections()` before every handler.
+
+        That call is a hop to the ORM thread for each client frame AND each channel-layer
+        delivery (21 hops per message in a room of 20), queued behind the inserts; it was the
+        largest cost in the profile (bench/RESULTS.md). Our database work goes through
+        `tenants.context`, whose threads keep and check their own connections.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def start(self) -> None:
         """Accept, and start what lives as long as the socket does."""

@@ -82,6 +82,8 @@ _db.setdefault("OPTIONS", {})["pool"] = {
     "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
 }
 DATABASES = {"default": _db}
+# Threads that run tenant-scoped database calls for WebSockets (each holds one connection).
+DB_THREADS = env_int("DB_THREADS", 4)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---
@@ -92,7 +94,8 @@ CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "tc")  # Redis key prefix of layer, p
 # and no group expiry that silently unsubscribes a long-lived socket (README, "Channel layer").
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels_redis.pubsub.RedisPubSubChannelLayer minus a lock around PUBLISH (chat/layer.py)
+        "BACKEND": "chat.layer.RedisPubSubLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
     }
 }

@@ -1,0 +1,42 @@
+"""The channel layer we run: channels-redis' pub/sub layer with a lock-free PUBLISH.
+
+channels-redis 4.3 takes one asyncio lock per Redis shard around every PUBLISH (and every
+SUBSCRIBE), so a process's broadcasts go out one at a time, each holding the lock until its
+reply has been read by a busy event loop. Under load that queue was the largest source of
+p99 latency in bench/ (group_send alone took over 100 ms for a third of the messages).
+PUBLISH needs no such lock: the redis-py client behind it has its own connection pool.
+Subscribing keeps the lock (it guards the set of subscribed channels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels_redis import pubsub
+
+
+class _Shard(pubsub.RedisSingleShardConnection):
+    async def publish(self, channel: str, message: bytes) -> None:
+        self._ensure_redis()
+        await self._redis.publish(channel, message)
+
+
+class _LoopLayer(pubsub.RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        shards: list[Any] = getattr(self, "_shards")  # noqa: B009 (untyped in channels-redis)
+        self._shards = [_Shard(shard.host, self) for shard in shards]
+
+
+class RedisPubSubLayer(pubsub.RedisPubSubChannelLayer):
+    """`channels_redis.pubsub.RedisPubSubChannelLayer`, same settings, same behaviour."""
+
+    def _get_layer(self) -> Any:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            pubsub._wrap_close(self, loop)
+        return layer
