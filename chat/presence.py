@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 PROCESS_ID = uuid.uuid4().hex[:16]
 PRESENCE_TTL = 60
 PRESENCE_HEARTBEAT = 20
+PRESENCE_REDIS_CONNECTIONS = 32
 
 # KEYS[1] room hash; ARGV: username, process id, process-key prefix.
 # Returns {sockets of this user after the change, username, username, ...} of live users.
@@ -68,7 +69,13 @@ class Presence:
     """One per event loop (redis.asyncio clients belong to the loop that made them)."""
 
     def __init__(self) -> None:
-        self.redis = redis.asyncio.from_url(settings.REDIS_URL)
+        # A blocking pool: when many sockets join or leave at once (a pod draining, a load
+        # balancer reshuffling), callers wait for a connection instead of failing with
+        # "Too many connections" and leaving stale presence behind.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=PRESENCE_REDIS_CONNECTIONS, timeout=10
+        )
+        self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.prefix = f"{settings.CHANNEL_PREFIX}:presence"
         self.process_key_prefix = f"{self.prefix}:proc:"
         self._join = self.redis.register_script(_JOIN)

@@ -78,12 +78,12 @@ _db["ENGINE"] = "tenants.backend"
 _db["CONN_MAX_AGE"] = 0
 _db.setdefault("OPTIONS", {})["pool"] = {
     "min_size": env_int("DB_POOL_MIN", 2),
-    "max_size": env_int("DB_POOL_MAX", 10),
+    "max_size": env_int("DB_POOL_MAX", 16),
     "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
 }
 DATABASES = {"default": _db}
 # Threads that run tenant-scoped database calls for WebSockets (each holds one connection).
-DB_THREADS = env_int("DB_THREADS", 4)
+DB_THREADS = env_int("DB_THREADS", 8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---
