@@ -119,6 +119,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         await self.close_with(code)
 
     async def close_with(self, code: int) -> None:
+        code = int(code)  # a plain int: daphne (autobahn) rejects int subclasses (CloseCode)
         CLOSES.labels(str(code)).inc()
         await self.close(code=code)
 

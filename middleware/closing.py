@@ -18,4 +18,5 @@ async def accept_then_close(receive: Receive, send: Send, code: int) -> None:
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": code})
+    # A plain int: daphne (autobahn) rejects int subclasses such as our CloseCode enum.
+    await send({"type": "websocket.close", "code": int(code)})
