@@ -72,27 +72,19 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def chat_message(
-    *,
-    message_id: int,
-    seq: int,
-    room: str,
-    user: str,
-    body: str,
-    client_id: str | None,
-    created_at: datetime,
-    edited_at: datetime | None = None,
-    frame_type: str = ServerFrame.CHAT_MESSAGE,
+    message: Any, *, room: str, user: str, frame_type: str = ServerFrame.CHAT_MESSAGE
 ) -> dict[str, Any]:
+    """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row."""
     return {
         "type": frame_type,
-        "id": message_id,
-        "seq": seq,
+        "id": message.pk,
+        "seq": message.seq,
         "room": room,
         "user": user,
-        "message": body,
-        "client_id": client_id,
-        "created_at": iso(created_at),
-        "edited_at": iso(edited_at),
+        "message": message.body,
+        "client_id": message.client_id,
+        "created_at": iso(message.created_at),
+        "edited_at": iso(message.edited_at),
     }
 
 

@@ -57,16 +57,4 @@ def _frames(
     if after is not None:
         messages = messages.filter(seq__gt=after)
     messages = messages.order_by("seq" if after is not None else "-seq")[:limit]
-    return [
-        events.chat_message(
-            message_id=m.pk,
-            seq=m.seq,
-            room=slug,
-            user=m.user.get_username(),
-            body=m.body,
-            client_id=m.client_id,
-            created_at=m.created_at,
-            edited_at=m.edited_at,
-        )
-        for m in messages
-    ]
+    return [events.chat_message(m, room=slug, user=m.user.get_username()) for m in messages]

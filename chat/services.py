@@ -238,20 +238,6 @@ def _persist_message(
     return message, True, mentioned
 
 
-def _frame_of(message: Message, room_slug: str, username: str, frame_type: str) -> dict[str, Any]:
-    return events.chat_message(
-        message_id=message.pk,
-        seq=message.seq,
-        room=room_slug,
-        user=username,
-        body=message.body,
-        client_id=message.client_id,
-        created_at=message.created_at,
-        edited_at=message.edited_at,
-        frame_type=frame_type,
-    )
-
-
 async def message_send(
     *, schema_name: str, room: RoomRef, actor: Actor, body: Any, client_id: Any = None
 ) -> tuple[dict[str, Any], bool]:
@@ -265,7 +251,7 @@ async def message_send(
     message, created, mentioned = await in_schema(
         schema_name, _persist_message, room.id, actor.id, text, cid
     )
-    frame = _frame_of(message, room.slug, actor.username, ServerFrame.CHAT_MESSAGE)
+    frame = events.chat_message(message, room=room.slug, user=actor.username)
     if created:
         MESSAGES_PERSISTED.labels(schema_name).inc()
         # The row is committed (autocommit) before any socket can see the frame.
@@ -314,7 +300,9 @@ async def message_edit(
     message, author = await in_schema(
         schema_name, _change_message, room.id, _message_id(message_id), actor, text
     )
-    frame = _frame_of(message, room.slug, author, ServerFrame.CHAT_MESSAGE_EDITED)
+    frame = events.chat_message(
+        message, room=room.slug, user=author, frame_type=ServerFrame.CHAT_MESSAGE_EDITED
+    )
     await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
     return frame
 
