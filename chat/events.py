@@ -19,8 +19,16 @@ from channels.layers import get_channel_layer
 from chat.protocol import ErrorCode, ServerFrame
 from config.metrics import LAYER_SECONDS
 
-_GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 characters
+
+# A plain group name is `t.<schema>.<kind>.<key>`. Each part's alphabet excludes the dot, so
+# the name splits back into exactly one (schema, kind, key): two different triples cannot
+# share a plain name. Anything else (a key or schema with other characters, or a name too
+# long) is named `h.<sha256>` instead: a different first segment, so a hashed name can never
+# equal a plain one, over an unambiguous encoding of the whole triple (nothing truncated).
+_PLAIN_SCHEMA = re.compile(r"[a-z0-9_]+")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_KINDS = frozenset({"room", "user", "notify", "tenant"})
 
 # Channel-layer message types, i.e. consumer handler names (`room.frame` -> `room_frame`).
 # Never taken from client input: the type of a layer message picks the handler that runs.
@@ -31,13 +39,19 @@ ROOM_KICK = "room.kick"  # close one user's sockets in one room
 
 
 def _group_name(schema_name: str, kind: str, key: str) -> str:
+    if kind not in _KINDS:
+        raise ValueError(f"unknown group kind {kind!r}")
     name = f"t.{schema_name}.{kind}.{key}"
-    if len(name) > _MAX_GROUP_NAME or not _GROUP_SAFE.match(name):
-        digest = hashlib.sha256(f"{schema_name}\0{kind}\0{key}".encode()).hexdigest()[:48]
-        name = f"t.{schema_name[:30]}.{kind}.h{digest}"
-    if not _GROUP_SAFE.match(name):
-        raise ValueError(f"unsafe group name from schema {schema_name!r}")
-    return name
+    if (
+        len(name) <= _MAX_GROUP_NAME
+        and _PLAIN_SCHEMA.fullmatch(schema_name)
+        and _PLAIN_KEY.fullmatch(key)
+    ):
+        return name
+    # JSON of a list of strings is unambiguous (quoted, escaped), unlike joining with a byte
+    # that a part could itself contain.
+    encoded = json.dumps([schema_name, kind, key], ensure_ascii=True, separators=(",", ":"))
+    return f"h.{hashlib.sha256(encoded.encode()).hexdigest()}"
 
 
 def room_group_name(schema_name: str, room_slug: str) -> str:

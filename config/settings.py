@@ -32,6 +32,8 @@ SHARED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc files, so /api/docs/ needs no CDN
+    "django.contrib.staticfiles",  # the finders WhiteNoise serves app static files through
     "channels",
 ]
 TENANT_APPS = [
@@ -53,6 +55,8 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 MIDDLEWARE = [
     "tenants.middleware.ActiveTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # After the tenant middleware, so static files are served only on the hosts we serve.
+    "config.static.StaticFilesMiddleware",  # WhiteNoise, async
     "django.middleware.common.CommonMiddleware",
 ]
 ROOT_URLCONF = "config.urls"
@@ -137,6 +141,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-tenant chat: REST side of the client contract.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package, served by WhiteNoise.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Swagger UI would otherwise send the schema's URL to validator.swagger.io for a badge.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- chat ---
@@ -158,7 +168,14 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 USE_I18N = False
+# Static files (Swagger UI's, the apps' own) are served by the ASGI process itself through
+# WhiteNoise, straight from the installed apps' static/ folders via Django's finders: no
+# collectstatic step and no STATIC_ROOT, so `make run`, the tests and a bare
+# `uvicorn config.asgi:application` pod (read-only root filesystem included) all serve them.
+# The file list is read once at start-up; DEBUG re-reads it on every request (autorefresh).
 STATIC_URL = "static/"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # One JSON object a line in production; readable lines in development.
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")

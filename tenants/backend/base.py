@@ -4,7 +4,7 @@ django-tenants forgets the applied ``search_path`` on every ``set_tenant`` call,
 ``TENANT_LIMIT_SET_CALLS`` each switch costs a ``SET search_path`` even when the
 connection already points at that schema. `tenants.context` switches to the tenant and back
 to the previous one around every call, so we remember what the connection really has and
-skip the SET when it already matches. The memory is dropped on close and rollback (as
+skip the SET when it already matches. The memory is dropped after close and rollback (as
 django-tenants drops its own), so a pooled connection is never trusted with a stale path.
 """
 
@@ -32,15 +32,26 @@ class DatabaseWrapper(TenantsDatabaseWrapper):
         super()._handle_search_path(cursor)
         self.applied_search_paths = self.search_path_set_schemas
 
-    # Whenever django-tenants stops trusting the connection's search_path, so do we.
+    # Whenever django-tenants stops trusting the connection's search_path, so do we. Forgotten
+    # AFTER the parent's call, and even if it fails: `savepoint_rollback` runs its
+    # `ROLLBACK TO SAVEPOINT` on a cursor, and getting that cursor goes through
+    # `_handle_search_path` above, which would copy the pre-rollback memo straight back; the
+    # rollback then reverts the path under it and a later `set_tenant` trusts the stale memo.
+    # `rollback` and `close` take no cursor today, but get the same order so they never can.
     def close(self) -> None:
-        self.applied_search_paths = None
-        super().close()
+        try:
+            super().close()
+        finally:
+            self.applied_search_paths = None
 
     def rollback(self) -> None:
-        self.applied_search_paths = None
-        super().rollback()
+        try:
+            super().rollback()
+        finally:
+            self.applied_search_paths = None
 
     def savepoint_rollback(self, sid: Any) -> None:
-        self.applied_search_paths = None
-        super().savepoint_rollback(sid)
+        try:
+            super().savepoint_rollback(sid)
+        finally:
+            self.applied_search_paths = None
