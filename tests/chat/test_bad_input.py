@@ -222,3 +222,21 @@ def test_chat_errors_map_to_their_http_status():
         assert exc.status_code == status, code
     throttled = api_exception(ChatError(ErrorCode.RATE_LIMITED, "x", retry_after=0.2))
     assert isinstance(throttled, exceptions.Throttled) and throttled.wait == 1
+
+
+# --- found by the fuzzer (tests/e2e/test_fuzz.py) -------------------------------------------
+
+LONE_SURROGATE = '{"type": "message", "message": "\\ud800 hi"}'
+
+
+async def test_a_lone_surrogate_in_a_frame_is_invalid_json_not_fatal(live_server, tenant_a):
+    ws = await open_room_socket(live_server, make_user_in(tenant_a), unique("sur-"))
+    try:
+        await ws.send(LONE_SURROGATE)
+        error = await ws_receive_type(ws, "error")
+        assert error["code"] == "invalid_json", error
+        # A surrogate pair is one character, and fine.
+        await ws.send('{"message": "\\ud83d\\ude00"}')
+        assert (await ws_receive_type(ws, "chat.message"))["message"] == "\U0001f600"
+    finally:
+        await ws.close()
