@@ -58,7 +58,15 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     expiry: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        closed = False
+
         async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal closed
+            # Frames the client sent before our close are still handled; their answers
+            # (a pong after a 4401) would make uvicorn raise RuntimeError: dropped.
+            if closed:
+                return
+            closed = message["type"] == "websocket.close"
             # A frame for a client that has just gone (a broadcast racing its close) raises
             # ClientDisconnected (an OSError) in uvicorn; dropped here, so the queued
             # `websocket.disconnect` still runs our cleanup instead of the consumer dying.

@@ -240,3 +240,26 @@ async def test_a_lone_surrogate_in_a_frame_is_invalid_json_not_fatal(live_server
         assert (await ws_receive_type(ws, "chat.message"))["message"] == "\U0001f600"
     finally:
         await ws.close()
+
+
+async def test_frames_queued_behind_a_closing_frame_are_dropped_without_an_error(
+    live_server, tenant_a
+):
+    token = tokens_for(make_user_in(tenant_a))["access"]
+    ws = await ws_connect(live_server.ws_url, tenant_a.domain, f"/ws/notifications/?token={token}")
+    await assert_socket_open(ws)
+    # A bad `auth` closes the socket 4401; the pings behind it are answered after the close.
+    await ws.send(json.dumps({"type": "auth", "token": "garbage"}))
+    for _ in range(5):
+        await ws.send(json.dumps({"type": "ping"}))
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                await ws.recv()
+    except websockets.ConnectionClosed:
+        pass
+    assert ws.close_code == 4401
+    # A fence: another socket's round trip, so the server has handled the queued pings.
+    fence = await open_room_socket(live_server, make_user_in(tenant_a), unique("fence-"))
+    await fence.close()
+    assert "after sending 'websocket.close'" not in live_server.log()
