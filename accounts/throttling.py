@@ -1,25 +1,60 @@
-"""Login rate limit per tenant and username, counted in Redis so that all pods share it."""
+"""Login rate limits, counted in Redis so that all pods share them: one budget per tenant and
+username (as authentication will see the name), one per client IP beside it."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.core.cache import caches
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from tenants.context import current_schema
 
 
-class LoginRateThrottle(SimpleRateThrottle):
-    """`LOGIN_THROTTLE_RATE` attempts per tenant + username (case-folded); then 429 with
-    Retry-After. Keyed by username, not IP: many users share a NAT, one attacker many IPs."""
-
-    scope = "login"
+class _SharedRateThrottle(SimpleRateThrottle):
+    # The default cache is Redis: every process counts in the same place.
     cache = caches["default"]
 
+
+class LoginRateThrottle(_SharedRateThrottle):
+    """`LOGIN_THROTTLE_RATE` attempts per tenant + username; then 429 with Retry-After.
+
+    The username is cleaned by the very field that the token serializer authenticates with
+    (simplejwt's CharField: whitespace, Unicode spaces included, trimmed; numbers made text),
+    so `" alice"`, `"alice\\t"` and `"\\u3000alice"` are one budget with `alice`. It is then
+    case-folded: ModelBackend looks names up case-sensitively, so `Alice` and `alice` may be
+    two accounts sharing one budget; that only ever makes the limit stricter, while keying
+    each case apart would hand a guesser a fresh budget per spelling of a case-insensitive
+    username. Input the field refuses (lists, objects, booleans, blank) is a 400 that checks
+    no password; it counts against the IP budget only.
+    """
+
+    scope = "login"
+
     def get_cache_key(self, request: Request, view: Any) -> str | None:
-        username = request.data.get("username") if hasattr(request.data, "get") else None
-        if not isinstance(username, str) or not username:
-            return None  # the serializer answers 400 for a missing username
-        return f"throttle:login:{current_schema()}:{username.casefold()[:150]}"
+        serializer = view.get_serializer_class()()
+        field_name = serializer.username_field
+        data = request.data
+        raw = data.get(field_name) if hasattr(data, "get") else None
+        if raw is None:
+            return None
+        try:
+            username = serializer.fields[field_name].run_validation(raw)
+        except ValidationError:
+            return None
+        digest = hashlib.sha256(str(username).casefold().encode()).hexdigest()
+        return f"throttle:login:{current_schema()}:{digest}"
+
+
+class LoginIPRateThrottle(_SharedRateThrottle):
+    """`LOGIN_THROTTLE_IP_RATE` attempts per client IP, whatever the tenant or username: one
+    address cannot spread its guesses over many names. The IP is DRF's `get_ident`, which
+    takes `X-Forwarded-For` only as far as `NUM_PROXIES` trusts it."""
+
+    scope = "login_ip"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return f"throttle:login_ip:{self.get_ident(request)}"

@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView
 
 from accounts.serializers import LogoutSerializer, MeSerializer
-from accounts.throttling import LoginRateThrottle
+from accounts.throttling import LoginIPRateThrottle, LoginRateThrottle
 from accounts.tokens import check_tenant_claim
 from tenants.context import current_schema
 
@@ -21,7 +21,7 @@ from tenants.context import current_schema
 class TokenObtainView(TokenObtainPairView):
     """`{username, password}` -> `{access, refresh}`, both carrying the tenant claim."""
 
-    throttle_classes = [LoginRateThrottle]
+    throttle_classes = [LoginRateThrottle, LoginIPRateThrottle]
 
 
 class LogoutView(APIView):

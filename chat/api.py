@@ -18,7 +18,9 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsTenantAdmin
 from chat import selectors
+from chat.api_errors import api_exception
 from chat.models import Room
+from chat.protocol import ErrorCode
 from chat.serializers import (
     ChatMessageFrameSerializer,
     HistoryQuerySerializer,
@@ -129,6 +131,9 @@ class RoomMembersView(ListAPIView):
                 schema_name=current_schema(), room=room, user_id=payload.validated_data["user_id"]
             )
         except ChatError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise api_exception(exc) from exc
+            # The missing thing is the user the body names, not the resource: a field error.
             raise ValidationError({"user_id": [exc.detail]}) from exc
         return Response(
             MemberSerializer(membership).data,
@@ -186,6 +191,6 @@ class RoomMessagesView(APIView):
                 body=payload.validated_data["message"],
                 client_id=payload.validated_data.get("client_id"),
             )
-        except ChatError as exc:
-            raise ValidationError({"message": [exc.detail]}, code=str(exc.code)) from exc
+        except ChatError as exc:  # e.g. not_found: the room was deleted during the send
+            raise api_exception(exc, field="message") from exc
         return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

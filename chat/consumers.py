@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import TokenBucket
 from chat.selectors import replay_frames
 from chat.services import Actor, ChatError, RoomRef
+from config import parsers
 from config.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
 from middleware.jwt import query_param
 from tenants.context import in_schema
@@ -58,7 +58,15 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     expiry: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        closed = False
+
         async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal closed
+            # Frames the client sent before our close are still handled; their answers
+            # (a pong after a 4401) would make uvicorn raise RuntimeError: dropped.
+            if closed:
+                return
+            closed = message["type"] == "websocket.close"
             # A frame for a client that has just gone (a broadcast racing its close) raises
             # ClientDisconnected (an OSError) in uvicorn; dropped here, so the queued
             # `websocket.disconnect` still runs our cleanup instead of the consumer dying.
@@ -189,8 +197,8 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(ErrorCode.INVALID_FRAME, "Binary frames are not supported.")
             return
         try:
-            content = json.loads(text_data)
-        except ValueError:
+            content = parsers.loads(text_data)
+        except ValueError:  # RecursionError included (a frame nested thousands deep)
             await self.send_error(ErrorCode.INVALID_JSON, "Frame is not valid JSON.")
             return
         await self.receive_json(content)

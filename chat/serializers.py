@@ -9,7 +9,9 @@ from chat.models import ROOM_SLUG_PATTERN, Room
 
 
 class RoomSerializer(serializers.ModelSerializer):
-    slug = serializers.RegexField(rf"^{ROOM_SLUG_PATTERN}$", max_length=64)
+    # \A...\Z, not ^...$ (which takes a trailing newline), and no trimming: a slug outside
+    # the pattern is a 400, never silently another room's name.
+    slug = serializers.RegexField(rf"\A{ROOM_SLUG_PATTERN}\Z", max_length=64, trim_whitespace=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     is_private = serializers.BooleanField(required=False, default=False)
     unread_count = serializers.IntegerField(read_only=True, default=0)

@@ -20,7 +20,7 @@ from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
 from tenants.models import Tenant
 
-_SLUG = re.compile(rf"^{ROOM_SLUG_PATTERN}$")
+_SLUG = re.compile(ROOM_SLUG_PATTERN)
 
 
 class ChatError(Exception):
@@ -57,7 +57,8 @@ class RoomRef:
 
 
 def is_valid_room_slug(slug: str) -> bool:
-    return bool(_SLUG.match(slug))
+    # fullmatch: `^...$` also accepts a trailing newline (`general\n`), a room no URL reaches.
+    return bool(_SLUG.fullmatch(slug))
 
 
 def clean_message_body(body: Any) -> str:
@@ -212,7 +213,9 @@ def _mentioned_readers(room_id: int, author_id: int, body: str) -> list[int]:
         .objects.filter(username__in=list(names)[:MAX_MENTIONS], is_active=True)
         .exclude(pk=author_id)
     )
-    room = Room.objects.only("is_private").get(pk=room_id)
+    room = Room.objects.only("is_private").filter(pk=room_id).first()
+    if room is None:  # deleted right after the message went in: nobody left to notify
+        return []
     if room.is_private:
         users = users.filter(pk__in=Membership.objects.filter(room_id=room_id).values("user_id"))
     return list(users.values_list("pk", flat=True))
@@ -228,11 +231,19 @@ def _persist_message(
             room_id=room_id, user_id=user_id, body=body, client_id=client_id
         )
     except IntegrityError:
+        # The room was deleted since the sender joined it (the seq trigger finds no room row,
+        # a foreign-key violation): the contract's not_found, not a 500.
+        if not Room.objects.filter(pk=room_id).exists():
+            raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
         # Same client_id from the same user in the same room: the failed statement rolled
         # back its seq increment too, and the sender gets the original message back.
         if client_id is None:
             raise
-        original = Message.objects.get(room_id=room_id, user_id=user_id, client_id=client_id)
+        original = Message.objects.filter(
+            room_id=room_id, user_id=user_id, client_id=client_id
+        ).first()
+        if original is None:  # deleted with its room between the INSERT and this read
+            raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
         return original, False, []
     mentioned = _mentioned_readers(room_id, user_id, body) if "@" in body else []
     return message, True, mentioned

@@ -118,12 +118,22 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.TenantJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Ours: a body nested too deeply is a 400 (ParseError), not a RecursionError and a 500.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    # A ChatError a view does not catch is answered by its code (404, 403, 429...), not a 500.
+    "EXCEPTION_HANDLER": "chat.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_RATES": {"login": env_str("LOGIN_THROTTLE_RATE", "10/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_str("LOGIN_THROTTLE_RATE", "10/min"),  # per tenant and username
+        # Per client IP: generous, many users may share one NAT address.
+        "login_ip": env_str("LOGIN_THROTTLE_IP_RATE", "60/min"),
+    },
+    # Proxies in front of the app whose X-Forwarded-For entry the client IP is read from
+    # (DRF's get_ident); 0: the connection's address (what uvicorn reports).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_LIFETIME", 900)),

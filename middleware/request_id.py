@@ -8,14 +8,14 @@ import uuid
 from config.logging import request_id_var
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
-_VALID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` would take a trailing newline
 
 
 def _incoming(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            return candidate if _VALID.match(candidate) else None
+            return candidate if _VALID.fullmatch(candidate) else None
     return None
 
 

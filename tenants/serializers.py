@@ -12,15 +12,16 @@ from rest_framework import serializers
 
 from tenants.models import Domain, Tenant
 
-SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
+# Used with fullmatch: `^...$` would also take a trailing newline.
+SCHEMA_NAME = re.compile(r"[a-z][a-z0-9_]{1,49}")
 RESERVED_SCHEMAS = {"public", "information_schema", "default", "user", "current_user"}
 HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+    r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 
 
 class AdminSerializer(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    username = serializers.RegexField(r"\A[\w.@+-]{1,150}\Z")
     password = serializers.CharField(min_length=8, max_length=128, write_only=True)
 
     def validate_password(self, value: str) -> str:
@@ -50,13 +51,14 @@ class TenantSerializer(serializers.ModelSerializer):
 
 
 class TenantCreateSerializer(serializers.Serializer):
-    schema_name = serializers.CharField(max_length=50)
+    # Not trimmed: a schema name outside the pattern is a 400, as the contract says.
+    schema_name = serializers.CharField(max_length=50, trim_whitespace=False)
     name = serializers.CharField(max_length=100)
     domain = serializers.CharField(max_length=253)
     admin = AdminSerializer()
 
     def validate_schema_name(self, value: str) -> str:
-        if not SCHEMA_NAME.match(value):
+        if not SCHEMA_NAME.fullmatch(value):
             raise serializers.ValidationError(
                 "Use 2 to 50 lower-case letters, digits and underscores, starting with a letter."
             )
@@ -68,7 +70,7 @@ class TenantCreateSerializer(serializers.Serializer):
 
     def validate_domain(self, value: str) -> str:
         value = value.strip().lower()
-        if not HOSTNAME.match(value):
+        if not HOSTNAME.fullmatch(value):
             raise serializers.ValidationError("Not a valid host name (no scheme, port or path).")
         if not validate_host(value, settings.ALLOWED_HOSTS):
             raise serializers.ValidationError("This deployment does not serve it (ALLOWED_HOSTS).")
