@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.generics import ListAPIView, ListCreateAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -66,13 +66,16 @@ class RoomListCreateView(ListCreateAPIView):
         data = serializer.validated_data
         if data.get("is_private") and not self.request.user.is_staff:
             raise PermissionDenied("Only a tenant admin may create a private room.")
-        room = room_create(
-            schema_name=current_schema(),
-            actor=Actor.of(self.request.user),
-            slug=data["slug"],
-            name=data.get("name", ""),
-            is_private=data.get("is_private", False),
-        )
+        try:
+            room = room_create(
+                schema_name=current_schema(),
+                actor=Actor.of(self.request.user),
+                slug=data["slug"],
+                name=data.get("name", ""),
+                is_private=data.get("is_private", False),
+            )
+        except ChatError as exc:  # the only one room_create raises: the room budget (429)
+            raise Throttled(wait=exc.extra.get("retry_after"), detail=exc.detail) from exc
         room.unread_count = 0  # type: ignore[attr-defined]
         serializer.instance = room
 
