@@ -16,7 +16,7 @@ from django.conf import settings
 
 from chat.presence import process_heartbeat_ensure
 from chat.ratelimit import SharedTokenBucket, parse_rate
-from config.redis_clients import async_redis, redis_key
+from config.redis_clients import async_redis, redis_key, warn_redis_trouble
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class SocketSlot:
         try:
             await async_redis().eval(_RELEASE, 1, self.key, self.process_id)
         except Exception:  # the entry then dies with this process's liveness key at worst
-            logger.warning("socket count release failed: %s", self.key, exc_info=True)
+            warn_redis_trouble(logger, "socket count release failed (Redis)")
 
 
 async def socket_slot_acquire(schema_name: str, user_id: Any) -> SocketSlot | None:
@@ -97,6 +97,6 @@ async def socket_slot_acquire(schema_name: str, user_id: Any) -> SocketSlot | No
             _ACQUIRE, 1, key, process_id, liveness_prefix, settings.WS_MAX_SOCKETS_PER_USER
         )
     except Exception:
-        logger.warning("socket count unavailable, allowing: %s", key, exc_info=True)
+        warn_redis_trouble(logger, "socket counts unavailable (Redis): allowing")
         return SocketSlot(key, "", held=False)
     return SocketSlot(key, process_id, held=True) if int(taken) else None

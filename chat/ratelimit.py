@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from config.redis_clients import async_redis, redis_key, sync_redis
+from config.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class SharedTokenBucket:
         try:
             return float(_script(sync_redis())(keys=[self.key], args=[self.rate, self.burst]))
         except Exception:
-            logger.warning("shared rate limit unavailable, allowing: %s", self.key, exc_info=True)
+            warn_redis_trouble(logger, "shared rate limits unavailable (Redis): allowing")
             return 0.0
 
     async def atake(self) -> float:
@@ -111,5 +111,5 @@ class SharedTokenBucket:
             client = async_redis()
             return float(await _script(client)(keys=[self.key], args=[self.rate, self.burst]))
         except Exception:
-            logger.warning("shared rate limit unavailable, allowing: %s", self.key, exc_info=True)
+            warn_redis_trouble(logger, "shared rate limits unavailable (Redis): allowing")
             return 0.0

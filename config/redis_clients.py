@@ -9,6 +9,8 @@ fall back (fail open or to the database) instead of hanging a request.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import redis
 import redis.asyncio
@@ -48,3 +50,16 @@ def async_redis() -> redis.asyncio.Redis:
         )
         entry = _by_loop[id(loop)] = (loop, client)
     return entry[1]
+
+
+_last_warning: dict[str, float] = {}
+WARNING_INTERVAL = 10.0
+
+
+def warn_redis_trouble(logger: logging.Logger, what: str) -> None:
+    """Log Redis trouble of one kind at most every WARNING_INTERVAL seconds: when Redis is
+    away every request would log it, and the log would drown what matters."""
+    now = time.monotonic()
+    if now - _last_warning.get(what, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+        _last_warning[what] = now
+        logger.warning("%s", what, exc_info=True)

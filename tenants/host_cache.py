@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 
-from config.redis_clients import async_redis, redis_key, sync_redis
+from config.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
 from tenants.context import in_public
 from tenants.models import Domain, Tenant
 from tenants.selectors import TENANT_FIELDS, active_tenant_for_host
@@ -90,7 +90,7 @@ def cached_tenant_for_host(hostname: str) -> Tenant | None:
     try:
         generation = _generation_sync()
     except Exception:
-        logger.warning("tenant host cache: Redis unavailable, asking the database", exc_info=True)
+        warn_redis_trouble(logger, "tenant host cache: Redis unavailable, asking the database")
         return active_tenant_for_host(hostname)
     snapshot = _snapshot
     if snapshot is None or snapshot[0] != generation:
@@ -115,7 +115,7 @@ async def acached_tenant_for_host(hostname: str) -> Tenant | None:
     try:
         generation = await _generation_async()
     except Exception:
-        logger.warning("tenant host cache: Redis unavailable, asking the database", exc_info=True)
+        warn_redis_trouble(logger, "tenant host cache: Redis unavailable, asking the database")
         return await in_public(active_tenant_for_host, hostname)
     snapshot = _snapshot
     if snapshot is None or snapshot[0] != generation:
