@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -155,6 +156,8 @@ WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 # Rooms one user may create (by joining a missing room or POST /api/rooms/), per tenant,
 # shared by all processes: "<count>/<s|min|h|d>", a bucket of <count> refilled over the period.
 ROOM_CREATE_RATE = env_str("ROOM_CREATE_RATE", "10/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE):
+    raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
 
