@@ -68,6 +68,7 @@ class RoomListCreateView(ListCreateAPIView):
         data = serializer.validated_data
         if data.get("is_private") and not self.request.user.is_staff:
             raise PermissionDenied("Only a tenant admin may create a private room.")
+        # The room budget's ChatError (rate_limited) is answered 429 by chat.api_errors.
         room = room_create(
             schema_name=current_schema(),
             actor=Actor.of(self.request.user),

@@ -17,6 +17,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts.tokens import token_user_id, validate_access_token
 from chat import drain, events, services
+from chat.budgets import SocketSlot, socket_slot_acquire
 from chat.presence import presence_registry
 from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import TokenBucket
@@ -30,6 +31,12 @@ from tenants.context import in_schema
 logger = logging.getLogger(__name__)
 
 _CLIENT_FRAMES = frozenset(ClientFrame)
+# A refused join: the contract has no close code for "room budget spent", and 4429 (too
+# many) is the nearest; the rest are 4403.
+_JOIN_REFUSALS = {
+    ErrorCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+    ErrorCode.RATE_LIMITED: CloseCode.TOO_MANY_SOCKETS,
+}
 Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
 
 
@@ -56,6 +63,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     joined: list[str] = []
     timers: list[asyncio.TimerHandle] = []
     expiry: asyncio.TimerHandle | None = None
+    slot: SocketSlot | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         closed = False
@@ -92,6 +100,10 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         )
         if drain.is_draining():
             await self.reject(CloseCode.GOING_AWAY)
+            return
+        self.slot = await socket_slot_acquire(self.schema_name, self.actor.id)
+        if self.slot is None:  # WS_MAX_SOCKETS_PER_USER open already, on any process
+            await self.reject(CloseCode.TOO_MANY_SOCKETS)
             return
         await self.open()
 
@@ -158,6 +170,9 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             self.open_gauge.dec()
             self.open_gauge = None
         drain.unregister(self)
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            await slot.release()
         if self.joined:
             await self.leave_groups()
 
@@ -295,10 +310,7 @@ class ChatConsumer(TenantSocketConsumer):
             )
         except ChatError as exc:
             await self.leave_groups()
-            unauthorized = exc.code == ErrorCode.UNAUTHORIZED
-            return await self.reject(
-                CloseCode.UNAUTHORIZED if unauthorized else CloseCode.FORBIDDEN
-            )
+            return await self.reject(_JOIN_REFUSALS.get(exc.code, CloseCode.FORBIDDEN))
         self.typing_bucket = TokenBucket(2.0, 5)
         first, users = await self.presence_join()
         await self.start()
@@ -380,6 +392,7 @@ class ChatConsumer(TenantSocketConsumer):
         )
 
     async def on_read(self, content: dict[str, Any]) -> None:
+        self.take_token()
         frame, moved = await services.read_marker_move(
             schema_name=self.schema_name,
             room=self.room_ref(),
@@ -390,6 +403,7 @@ class ChatConsumer(TenantSocketConsumer):
             await self.send_frame(frame)
 
     async def on_edit(self, content: dict[str, Any]) -> None:
+        self.take_token()
         await services.message_edit(
             schema_name=self.schema_name,
             room=self.room_ref(),
@@ -399,6 +413,7 @@ class ChatConsumer(TenantSocketConsumer):
         )
 
     async def on_delete(self, content: dict[str, Any]) -> None:
+        self.take_token()
         await services.message_delete(
             schema_name=self.schema_name,
             room=self.room_ref(),

@@ -125,3 +125,12 @@ def presence_registry() -> Presence:
     if registry is None or registry.redis.connection_pool is None:
         registry = _by_loop[id(loop)] = Presence()
     return registry
+
+
+async def process_heartbeat_ensure() -> tuple[str, str]:
+    """Make sure this process's liveness key exists and is refreshed; returns (process id,
+    prefix of the liveness keys). Counts kept per process elsewhere (the socket cap of
+    chat/budgets.py) stop counting once the process's key expires, as presence does."""
+    registry = presence_registry()
+    await registry._ensure_heartbeat()
+    return PROCESS_ID, registry.process_key_prefix

@@ -11,6 +11,7 @@ class CloseCode(IntEnum):
     BAD_REQUEST = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
+    TOO_MANY_SOCKETS = 4429  # also: a join that would create a room past the budget
 
 
 class ErrorCode(StrEnum):

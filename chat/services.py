@@ -14,8 +14,10 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from chat import events
+from chat.budgets import room_create_bucket
 from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
+from chat.ratelimit import round_wait
 from config.metrics import MESSAGES_PERSISTED
 from tenants.context import in_schema, run_in_schema
 from tenants.models import Tenant
@@ -98,11 +100,17 @@ async def access_check(*, schema_name: str, actor: Actor) -> None:
     await in_schema(schema_name, _check_active, schema_name, actor)
 
 
-def _join(schema_name: str, slug: str, actor: Actor) -> RoomRef:
+def _join(schema_name: str, slug: str, actor: Actor, create: bool = True) -> RoomRef | None:
     _check_active(schema_name, actor)
-    room, _ = Room.objects.get_or_create(
-        slug=slug, defaults={"name": slug, "created_by_id": actor.id}
-    )
+    if create:
+        room, _ = Room.objects.get_or_create(
+            slug=slug, defaults={"name": slug, "created_by_id": actor.id}
+        )
+    else:
+        found = Room.objects.filter(slug=slug).first()
+        if found is None:
+            return None
+        room = found
     if room.is_private and not Membership.objects.filter(room=room, user_id=actor.id).exists():
         raise ChatError(ErrorCode.FORBIDDEN, "This room is private.")
     return RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private)
@@ -111,13 +119,33 @@ def _join(schema_name: str, slug: str, actor: Actor) -> RoomRef:
 async def room_join(*, schema_name: str, slug: str, actor: Actor) -> RoomRef:
     """The room a socket joins: created as a public room if missing; private needs membership.
 
-    Raises ChatError FORBIDDEN (not a member) or UNAUTHORIZED (user or tenant deactivated).
+    Creating takes a token of the user's room budget (ROOM_CREATE_RATE, shared by all
+    processes); joining an existing room costs nothing.
+    Raises ChatError FORBIDDEN (not a member), UNAUTHORIZED (user or tenant deactivated) or
+    RATE_LIMITED (the room is missing and the budget is spent: nothing created).
     """
-    return await in_schema(schema_name, _join, schema_name, slug, actor)
+    room = await in_schema(schema_name, _join, schema_name, slug, actor, False)
+    if room is None:
+        wait = await room_create_bucket(schema_name, actor.id).atake()
+        if wait:
+            raise ChatError(
+                ErrorCode.RATE_LIMITED, "Too many rooms created.", retry_after=round_wait(wait)
+            )
+        room = await in_schema(schema_name, _join, schema_name, slug, actor, True)
+    assert room is not None
+    return room
 
 
 def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_private: bool) -> Room:
-    """Create a room; the creator of a private room becomes its first member."""
+    """Create a room; the creator of a private room becomes its first member.
+
+    Takes a token of the user's room budget (as a join that creates does); raises
+    ChatError RATE_LIMITED (with `retry_after`) when it is spent."""
+    wait = room_create_bucket(schema_name, actor.id).take()
+    if wait:
+        raise ChatError(
+            ErrorCode.RATE_LIMITED, "Too many rooms created.", retry_after=round_wait(wait)
+        )
 
     def create() -> Room:
         with transaction.atomic():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -126,6 +127,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    # Every REST write of a user takes from one bucket shared by all processes (the login
+    # view sets its own throttles instead).
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.write_throttle.UserWriteThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("LOGIN_THROTTLE_RATE", "10/min"),  # per tenant and username
         # Per client IP: generous, many users may share one NAT address.
@@ -167,6 +171,13 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 1024 * 1024)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)
 CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 20)
+# Open sockets (room + notification) of one user in one tenant, counted across processes.
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
+# Rooms one user may create (by joining a missing room or POST /api/rooms/), per tenant,
+# shared by all processes: "<count>/<s|min|h|d>", a bucket of <count> refilled over the period.
+ROOM_CREATE_RATE = env_str("ROOM_CREATE_RATE", "10/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE):
+    raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from config.logging import tenant_var
 from middleware.closing import refuse_handshake
 from middleware.types import ASGIApp, Receive, Scope, Send
-from tenants.context import in_public
-from tenants.selectors import active_tenant_for_host, hostname_of
+from tenants.host_cache import acached_tenant_for_host
+from tenants.selectors import hostname_of
 
 
 def host_header(scope: Scope) -> str:
@@ -23,7 +23,8 @@ class TenantFromHostMiddleware:
     """Puts the active tenant of the `Host` into `scope["tenant"]`; refuses unknown hosts.
 
     django-tenants only has HTTP middleware; this is its WebSocket twin. An unknown or
-    deactivated host is refused before accept (HTTP 403) and nothing is created.
+    deactivated host is refused before accept (HTTP 403) and nothing is created; neither
+    costs a database query.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -31,7 +32,8 @@ class TenantFromHostMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hostname = hostname_of(host_header(scope))
-        tenant = await in_public(active_tenant_for_host, hostname) if hostname else None
+        # From the process's host snapshot: a handshake costs no query (tenants/host_cache.py).
+        tenant = await acached_tenant_for_host(hostname) if hostname else None
         if tenant is None or tenant.schema_name == "public":
             await refuse_handshake(scope, receive, send)
             return

@@ -6,14 +6,17 @@ from django.http import HttpRequest, JsonResponse
 from django_tenants.middleware.main import TenantMainMiddleware
 
 from config.logging import tenant_var
-from tenants.selectors import active_tenant_for_host
+from tenants.host_cache import cached_tenant_for_host
 
 
 class ActiveTenantMiddleware(TenantMainMiddleware):
-    """Selects the tenant from the Host; unknown or deactivated hosts get a JSON 404."""
+    """Selects the tenant from the Host; unknown or deactivated hosts get a JSON 404.
+
+    The lookup is answered from the process's host snapshot, so neither a known nor an
+    unknown host costs a query per request."""
 
     def get_tenant(self, domain_model, hostname):  # type: ignore[no-untyped-def]
-        tenant = active_tenant_for_host(hostname)
+        tenant = cached_tenant_for_host(hostname)  # no query per request (tenants/host_cache.py)
         if tenant is None:
             raise domain_model.DoesNotExist
         tenant_var.set(tenant.schema_name)  # for log lines of this request

@@ -13,10 +13,19 @@ def hostname_of(host: str) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
+# What the host lookups load of a tenant (the middlewares and the consumers read these).
+TENANT_FIELDS = (
+    "id",
+    "schema_name",
+    "name",
+    "is_active",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+)
+
+
 def active_tenant_for_host(hostname: str) -> Tenant | None:
     """The active tenant whose domain is `hostname`, or None. Must run in the public schema."""
     return (
-        Tenant.objects.filter(domains__domain=hostname, is_active=True)
-        .only("id", "schema_name", "name", "is_active", "rate_limit_per_second", "rate_limit_burst")
-        .first()
+        Tenant.objects.filter(domains__domain=hostname, is_active=True).only(*TENANT_FIELDS).first()
     )

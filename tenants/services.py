@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from tenants.context import run_in_schema
+from tenants.host_cache import tenants_changed
 from tenants.models import Domain, Tenant
 
 
@@ -24,7 +25,9 @@ def tenant_ensure(*, schema_name: str, name: str, domain: str, verbosity: int = 
             )
         return tenant
 
-    return run_in_schema("public", ensure)
+    tenant = run_in_schema("public", ensure)
+    tenants_changed()
+    return tenant
 
 
 def user_ensure(*, schema_name: str, username: str, password: str, is_admin: bool = False) -> None:
@@ -61,7 +64,9 @@ def tenant_provision(
             )
         return tenant
 
-    return run_in_schema("public", provision)
+    tenant = run_in_schema("public", provision)
+    tenants_changed()  # after the commit: the new host answers at once on every process
+    return tenant
 
 
 def provision_admin(*, schema_name: str, username: str, password: str) -> None:
@@ -94,6 +99,7 @@ def tenant_update(
         return tenant
 
     updated = run_in_schema("public", update)
+    tenants_changed()  # name, limits and activity are read from the host cache
     if is_active is False:
         tenant_deactivate(tenant=updated)
     return updated
@@ -111,6 +117,7 @@ def tenant_deactivate(*, tenant: Tenant) -> None:
         Tenant.objects.filter(pk=tenant.pk).update(is_active=False)
 
     run_in_schema("public", deactivate)
+    tenants_changed()  # its hosts answer 404 at once, on every process
     tenant.is_active = False
     async_to_sync(events.close_group)(
         events.tenant_group_name(tenant.schema_name), CloseCode.UNAUTHORIZED

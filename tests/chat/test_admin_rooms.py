@@ -5,7 +5,7 @@ the socket lives on another server process than the request that caused it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from tests.conftest import (
     blocking,
     make_user_in,
     set_user_active,
+    start_server,
     tokens_for,
     unique,
 )
@@ -42,6 +43,17 @@ from tests.conftest import (
 ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count"}
 MEMBER_FIELDS = {"user_id", "username", "created_at"}
 DENIED = {ANONYMOUS: 401, MEMBER: 403, OTHER_TENANT_ADMIN: 401, PLATFORM_ADMIN: 401}
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[LiveServer]:
+    """This module's tenant admin creates a room in nearly every test, dozens a minute: more
+    than a user's room budget (ROOM_CREATE_RATE, tested in tests/chat/test_write_budgets.py)."""
+    server = start_server(tmp_path_factory.mktemp("rooms"), ROOM_CREATE_RATE="100000/min")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

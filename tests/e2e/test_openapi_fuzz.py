@@ -2,7 +2,7 @@
 
 What it covers:
 - The tenant host's served document (`GET /api/schema/` with `Host: <tenant domain>`): every
-  operation in it is called on the shared live uvicorn server with a tenant admin's bearer
+  operation in it is called on a live uvicorn server of this module with a tenant admin's bearer
   token, with requests Hypothesis generates from the document, valid ones (positive mode) and
   invalid ones (negative mode), at most MAX_EXAMPLES of each per operation. It runs twice:
   with generated path parameters, and with the path parameters pinned to objects that exist
@@ -32,7 +32,7 @@ The last tests keep requests the generators never produced but a directed probe 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,14 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.api_helpers import PLATFORM_HOST, bearer, make_platform_user
-from tests.conftest import LiveServer, TenantInfo, make_user_in, tokens_for, unique
+from tests.conftest import (
+    LiveServer,
+    TenantInfo,
+    make_user_in,
+    start_server,
+    tokens_for,
+    unique,
+)
 
 MAX_EXAMPLES = 15
 CHECKS = [not_a_server_error, response_schema_conformance]
@@ -154,6 +161,23 @@ def assert_no_failures(failures: list[str], target: FuzzTarget) -> None:
 
 
 # --- targets -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[LiveServer]:
+    """One admin writes hundreds of times a second here: far past a user's REST write and room
+    budgets (tests/chat/test_write_budgets.py tests those), which would answer most cases 429
+    before they reach the code the fuzzer is after."""
+    server = start_server(
+        tmp_path_factory.mktemp("fuzz"),
+        CHAT_RATE_PER_SECOND="100000",
+        CHAT_RATE_BURST="100000",
+        ROOM_CREATE_RATE="100000/s",
+    )
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

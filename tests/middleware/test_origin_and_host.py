@@ -58,6 +58,7 @@ def schemas_holding_room(slug: str) -> list[str]:
 
 def set_tenant_active(tenant: TenantInfo, active: bool) -> None:
     from tenants.context import run_in_schema
+    from tenants.host_cache import tenants_changed
     from tenants.models import Tenant
 
     blocking(
@@ -65,6 +66,7 @@ def set_tenant_active(tenant: TenantInfo, active: bool) -> None:
             "public", lambda: Tenant.objects.filter(pk=tenant.pk).update(is_active=active)
         )
     )
+    tenants_changed()  # as tenants/services.py does after every tenant write
 
 
 def http(live_server: LiveServer, host: str) -> httpx.Client:
