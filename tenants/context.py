@@ -18,6 +18,7 @@ call waits for at most one call per busy thread, never for a backlog.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -35,6 +36,8 @@ from tenants.backend.base import DatabaseWrapper
 
 # The default connection is django-tenants' wrapper (settings: ENGINE "tenants.backend").
 connection: DatabaseWrapper = _connection  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +69,7 @@ def revive_if_stale(idle_seconds: float) -> None:
     """
     if connection.connection is None or idle_seconds < settings.DB_IDLE_CHECK_SECONDS:
         return
-    if connection.in_atomic_block or not connection.is_usable():
+    if not connection.is_usable():
         connection.close()
 
 
@@ -153,7 +156,12 @@ class FairScheduler:
             try:
                 if job.future.set_running_or_notify_cancel():
                     if self.before_job is not None:
-                        self.before_job(time.monotonic() - last_done)
+                        try:
+                            self.before_job(time.monotonic() - last_done)
+                        except Exception:  # the job still runs (and reports its own error)
+                            logger.warning(
+                                "database thread: check before a call failed", exc_info=True
+                            )
                     try:
                         job.future.set_result(job.fn(*job.args, **job.kwargs))
                     except BaseException as exc:
