@@ -117,17 +117,17 @@ class BClient:
         self.port, self.tokens = port, tokens
         self.echoes: list[tuple[float, float | None]] = []  # (sent at, seconds or None)
         self.probes: list[tuple[float, float, int]] = []  # (sent at, seconds, status)
-        self.pending: dict[str, float] = {}
         self.stop = False
 
     async def socket(self, i: int) -> None:
         path = f"ws://127.0.0.1:{self.port}/ws/chat/broom{i}/?token={self.tokens[i]['access']}"
+        pending: dict[str, float] = {}  # this socket's messages not echoed yet
         async with websockets.connect(path, additional_headers={"Host": B_DOMAIN}) as ws:
 
             async def read() -> None:
                 async for raw in ws:
                     frame = json.loads(raw)
-                    sent = self.pending.pop(str(frame.get("message")), None)
+                    sent = pending.pop(str(frame.get("message")), None)
                     if frame.get("type") == "chat.message" and sent is not None:
                         self.echoes.append((sent, time.monotonic() - sent))
 
@@ -137,12 +137,12 @@ class BClient:
             while not self.stop:
                 text = f"b{i}-{n}"
                 n += 1
-                self.pending[text] = time.monotonic()
+                pending[text] = time.monotonic()
                 await ws.send(json.dumps({"type": "message", "message": text}))
                 await asyncio.sleep(B_INTERVAL)
             await asyncio.sleep(TIMEOUT)
             reader.cancel()
-        self.echoes += [(sent, None) for sent in self.pending.values()]
+        self.echoes += [(sent, None) for sent in pending.values()]
 
     def probe_once(self) -> None:
         started = time.monotonic()
