@@ -477,6 +477,12 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     lines.append("")
+    # The section that bench/fairness.py writes between its markers survives a regeneration.
+    start, end = "<!-- fairness:start -->", "<!-- fairness:end -->"
+    previous = path.read_text() if path.exists() else ""
+    if start in previous and end in previous:
+        kept = previous[previous.index(start) : previous.index(end) + len(end)]
+        lines += [kept, ""]
     path.write_text("\n".join(lines))
 
 

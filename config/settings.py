@@ -86,9 +86,18 @@ _db.setdefault("OPTIONS", {})["pool"] = {
     "max_size": env_int("DB_POOL_MAX", 16),
     "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
 }
+# The pool checks a connection before handing it out (psycopg_pool's check_connection), so
+# one that PostgreSQL ended while it sat in the pool (restart, idle timeout) is replaced.
+_db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 # Threads that run tenant-scoped database calls for WebSockets (each holds one connection).
 DB_THREADS = env_int("DB_THREADS", 8)
+# At most this many of them work for one schema at once (tenants/context.py, FairScheduler):
+# another tenant's call never waits behind a busy tenant's backlog.
+DB_THREADS_PER_TENANT = env_int("DB_THREADS_PER_TENANT", max(1, DB_THREADS // 2))
+# A database thread's connection idle for longer than this is checked (SELECT 1) before its
+# next call, and replaced if PostgreSQL ended it meanwhile.
+DB_IDLE_CHECK_SECONDS = env_float("DB_IDLE_CHECK_SECONDS", 2.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---

@@ -1,11 +1,18 @@
 """`/healthz`, `/readyz` and `/metrics`, answered before Django so they work on any Host
-(load balancers, Kubernetes probes and Prometheus scrape pod IPs)."""
+(load balancers, Kubernetes probes and Prometheus scrape pod IPs).
+
+`/readyz` checks PostgreSQL on a thread and a connection of its own, never through the
+tenants' database threads: behind a busy tenant's backlog the probe would time out while
+the database is fine, and the load balancer would pull a healthy pod.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import redis.asyncio
 from django.conf import settings
 from django.db import connection
@@ -13,15 +20,42 @@ from django.db import connection
 from chat.drain import install_signal_drain
 from config.metrics import render
 from middleware.types import ASGIApp, Receive, Scope, Send
-from tenants.context import in_public
 
 PROBE_TIMEOUT = 3.0
 
+# One thread, one connection, used by nothing else (the connection is only touched there).
+_PROBE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-db")
+_probe_connection: psycopg.Connection | None = None  # type: ignore[type-arg]
+
+
+def _connect() -> psycopg.Connection:  # type: ignore[type-arg]
+    # Django's own connection parameters (database, credentials, OPTIONS), outside its pool.
+    params = connection.get_connection_params()
+    params.setdefault("connect_timeout", int(PROBE_TIMEOUT))
+    return psycopg.connect(**params, autocommit=True)
+
 
 def _database_answers() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        return cursor.fetchone() == (1,)
+    """`SELECT 1` on the probe connection; a connection that died since the last probe is
+    replaced once, so a database restart is not reported as an outage afterwards."""
+    global _probe_connection
+    while True:
+        fresh = _probe_connection is None
+        try:
+            if _probe_connection is None:
+                _probe_connection = _connect()
+            row = _probe_connection.execute("SELECT 1").fetchone()
+            return row == (1,)
+        except psycopg.Error:
+            if _probe_connection is not None:
+                _probe_connection.close()
+                _probe_connection = None
+            if fresh:
+                raise
+
+
+async def _database_probe() -> bool:
+    return await asyncio.get_running_loop().run_in_executor(_PROBE_THREAD, _database_answers)
 
 
 async def _channel_layer_answers() -> bool:
@@ -85,7 +119,7 @@ class ProbesMiddleware:
             await _respond(send, 200, {"status": "ok"})
         elif scope["type"] == "http" and path == "/readyz":
             database, layer = await asyncio.gather(
-                _check(lambda: in_public(_database_answers)), _check(_channel_layer_answers)
+                _check(_database_probe), _check(_channel_layer_answers)
             )
             ok = database and layer
             body = {

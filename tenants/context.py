@@ -6,16 +6,27 @@ the query as two awaits would let another tenant's coroutine run in between on t
 connection, so a row could land in the wrong schema. Here the schema switch, the queries
 and the restore happen inside ONE synchronous call on one thread; nothing else in the
 project calls `connection.set_tenant` / `set_schema`.
+
+The WebSocket side's calls run on a few database threads shared by every tenant. With one
+FIFO queue in front of them, a tenant that keeps many calls in flight (sockets looping
+writes, floods of handshakes) puts every other tenant's call, and the readiness probe, at
+the back of its backlog: their latency grows with the noisy tenant's load, not their own.
+`FairScheduler` gives each schema its own queue, serves the queues round-robin and lets
+no schema run on more than `DB_THREADS_PER_TENANT` threads at once, so another tenant's
+call waits for at most one call per busy thread, never for a backlog.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connection as _connection
 from django_tenants.utils import get_public_schema_name
@@ -25,6 +36,8 @@ from tenants.backend.base import DatabaseWrapper
 
 # The default connection is django-tenants' wrapper (settings: ENGINE "tenants.backend").
 connection: DatabaseWrapper = _connection  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,12 +57,151 @@ def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwar
             connection.close_if_unusable_or_obsolete()
 
 
-# A small pool of database threads, each with its own connection (checked out of the psycopg
-# pool for the life of the thread), so that several round trips are in flight at once instead
-# of queueing behind Django's single shared ORM thread. Safety does not depend on which thread
-# runs a call: `run_in_schema` sets the schema and runs the queries in one synchronous call.
-_DB_EXECUTOR = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="tenant-db")
-_on_orm_thread = sync_to_async(run_in_schema, thread_sensitive=False, executor=_DB_EXECUTOR)
+def revive_if_stale(idle_seconds: float) -> None:
+    """Before a call on a long-lived thread: drop the connection if it died while idle.
+
+    A database thread keeps its connection for its life; PostgreSQL may end it while the
+    thread waits for work (restart, idle timeout, `pg_terminate_backend`), and the call's
+    first statement would fail. A connection idle for longer than `DB_IDLE_CHECK_SECONDS`
+    is checked with a `SELECT 1` first; a dead one goes back to the pool (which discards it)
+    and the call's first query takes a fresh, checked one. No statement of the call has run
+    yet, so nothing is ever retried; a busy thread pays nothing.
+    """
+    if connection.connection is None or idle_seconds < settings.DB_IDLE_CHECK_SECONDS:
+        return
+    if not connection.is_usable():
+        connection.close()
+
+
+class _Job:
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, future: Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any):
+        self.future, self.fn, self.args, self.kwargs = future, fn, args, kwargs
+
+
+class FairScheduler:
+    """`threads` worker threads serving one FIFO queue per key (a schema), round-robin.
+
+    A key never runs on more than `per_key` threads at once; its other jobs wait in its own
+    queue while the remaining threads serve the other keys. Within a key, jobs start in
+    submission order. The threads start at the first job and live as long as the process;
+    each opens its database connection at its first query and keeps it.
+    """
+
+    def __init__(
+        self,
+        threads: int,
+        per_key: int,
+        *,
+        name: str = "tenant-db",
+        before_job: Callable[[float], None] | None = None,
+    ) -> None:
+        self.threads = max(1, threads)
+        self.per_key = max(1, min(per_key, self.threads))
+        self.name = name
+        self.before_job = before_job
+        self._lock = threading.Condition(threading.Lock())
+        self._queues: dict[str, deque[_Job]] = {}
+        self._ring: deque[str] = deque()  # keys with queued jobs, in serving order
+        self._running: dict[str, int] = {}
+        self._workers: list[threading.Thread] = []
+
+    def submit(self, key: str, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = deque()
+                self._ring.append(key)
+            queue.append(_Job(future, fn, args, kwargs))
+            if not self._workers:
+                for _ in range(self.threads):
+                    self._start_worker()
+            self._lock.notify()
+        return future
+
+    def lane(self, key: str) -> _Lane:
+        """An `Executor` whose jobs go to `key`'s queue (what `sync_to_async` wants)."""
+        return _Lane(self, key)
+
+    def _start_worker(self) -> None:
+        worker = threading.Thread(
+            target=self._work, name=f"{self.name}_{len(self._workers)}", daemon=True
+        )
+        self._workers.append(worker)
+        worker.start()
+
+    def _next(self) -> tuple[str, _Job]:
+        """Under the lock: the first key of the ring under its share, rotated to the back."""
+        while True:
+            for _ in range(len(self._ring)):
+                key = self._ring[0]
+                self._ring.rotate(-1)
+                if self._running.get(key, 0) < self.per_key:
+                    queue = self._queues[key]
+                    job = queue.popleft()
+                    if not queue:
+                        del self._queues[key]
+                        self._ring.remove(key)
+                    self._running[key] = self._running.get(key, 0) + 1
+                    return key, job
+            self._lock.wait()
+
+    def _work(self) -> None:
+        last_done = time.monotonic()
+        while True:
+            with self._lock:
+                key, job = self._next()
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    if self.before_job is not None:
+                        try:
+                            self.before_job(time.monotonic() - last_done)
+                        except Exception:  # the job still runs (and reports its own error)
+                            logger.warning(
+                                "database thread: check before a call failed", exc_info=True
+                            )
+                    try:
+                        job.future.set_result(job.fn(*job.args, **job.kwargs))
+                    except BaseException as exc:
+                        job.future.set_exception(exc)
+            finally:
+                last_done = time.monotonic()
+                del job
+                with self._lock:
+                    left = self._running[key] - 1
+                    if left:
+                        self._running[key] = left
+                    else:
+                        del self._running[key]
+                    # The key may be back under its share while it has queued jobs.
+                    self._lock.notify()
+
+
+class _Lane(Executor):
+    def __init__(self, scheduler: FairScheduler, key: str) -> None:
+        self.scheduler, self.key = scheduler, key
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        return self.scheduler.submit(self.key, fn, *args, **kwargs)
+
+
+_SCHEDULER = FairScheduler(
+    settings.DB_THREADS, settings.DB_THREADS_PER_TENANT, before_job=revive_if_stale
+)
+# One `sync_to_async` wrapper per schema (its executor is the schema's lane). It copies the
+# caller's contextvars into the call and back, as for any sync_to_async call.
+_WRAPPERS: dict[str, Callable[..., Any]] = {}
+
+
+def _wrapper(schema_name: str) -> Callable[..., Any]:
+    wrapper = _WRAPPERS.get(schema_name)
+    if wrapper is None:
+        lane: Any = _SCHEDULER.lane(schema_name)  # an Executor; asgiref's hint says pool
+        wrapper = SyncToAsync(run_in_schema, thread_sensitive=False, executor=lane)  # type: ignore[arg-type]
+        _WRAPPERS[schema_name] = wrapper
+    return wrapper
 
 
 def current_schema() -> str:
@@ -60,10 +212,12 @@ def current_schema() -> str:
 async def in_schema(
     schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 ) -> R:
-    """Await `fn(*args, **kwargs)` run on the ORM thread inside `schema_name`."""
+    """Await `fn(*args, **kwargs)` run on a database thread inside `schema_name`, in the
+    schema's own queue (see the module docstring: fair between tenants)."""
     started = time.perf_counter()
     try:
-        return await _on_orm_thread(schema_name, fn, *args, **kwargs)
+        result: R = await _wrapper(schema_name)(schema_name, fn, *args, **kwargs)
+        return result
     finally:
         DB_SECONDS.labels(getattr(fn, "__name__", "call")).observe(time.perf_counter() - started)
 
