@@ -149,6 +149,11 @@ CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)
 CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 20)
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
+# Presence: a process's entries count while its key lives (PRESENCE_TTL seconds, refreshed
+# every PRESENCE_HEARTBEAT); each beat also sweeps the rooms it holds, so a killed process's
+# users leave within PRESENCE_TTL + PRESENCE_HEARTBEAT (the contract: 60 s).
+PRESENCE_TTL = env_int("PRESENCE_TTL", 30)
+PRESENCE_HEARTBEAT = env_float("PRESENCE_HEARTBEAT", 10.0)
 
 # --- platform bootstrap (make run) ---
 PLATFORM_ADMIN_USER = env_str("PLATFORM_ADMIN_USER", "platform")
