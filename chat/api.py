@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView, ListCreateAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsTenantAdmin
 from chat import selectors
 from chat.models import Room
+from chat.protocol import ErrorCode
 from chat.serializers import (
     ChatMessageFrameSerializer,
     HistoryQuerySerializer,
@@ -187,5 +188,7 @@ class RoomMessagesView(APIView):
                 client_id=payload.validated_data.get("client_id"),
             )
         except ChatError as exc:
+            if exc.code == ErrorCode.UNAUTHORIZED:  # deactivated since the token was checked
+                raise AuthenticationFailed(exc.detail, code=str(exc.code)) from exc
             raise ValidationError({"message": [exc.detail]}, code=str(exc.code)) from exc
         return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

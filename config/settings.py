@@ -149,6 +149,9 @@ CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)
 CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 20)
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
+# Authorization is live: every process re-checks its open sockets' user, tenant and room
+# this often (with jitter), in case a kick over the channel layer was lost. 0 disables it.
+WS_AUTH_RECHECK_INTERVAL = env_float("WS_AUTH_RECHECK_INTERVAL", 30.0)
 # Presence: a process's entries count while its key lives (PRESENCE_TTL seconds, refreshed
 # every PRESENCE_HEARTBEAT); each beat also sweeps the rooms it holds, so a killed process's
 # users leave within PRESENCE_TTL + PRESENCE_HEARTBEAT (the contract: 60 s).
