@@ -31,7 +31,6 @@ from tests.realtime_helpers import (
     Sockets,
     frames_until,
     in_tenant,
-    of_type,
     rest_history,
     say,
     send,
@@ -98,9 +97,7 @@ def set_user_admin(user: UserInfo, is_admin: bool) -> None:
 async def edit_answer(ws: Any, message_id: int) -> dict[str, Any]:
     """Send an edit; the first answer to it (an error, or the room's edited frame)."""
     await send(ws, {"type": "edit", "id": message_id, "message": unique("edited-")})
-    frames = await frames_until(
-        ws, lambda f: f.get("type") in ("error", "chat.message.edited")
-    )
+    frames = await frames_until(ws, lambda f: f.get("type") in ("error", "chat.message.edited"))
     return frames[-1]
 
 
@@ -193,7 +190,7 @@ async def test_admin_demoted_in_the_database_only_is_refused_edits_and_deletes_a
 # --- a deactivated user -----------------------------------------------------------------------
 
 
-async def test_user_deactivated_in_the_database_is_closed_4401_at_their_next_message_and_it_is_not_stored(
+async def test_user_deactivated_in_the_database_is_closed_4401_at_next_message_not_stored(
     kicks_only, tenant_a
 ):
     user, reader = make_user_in(tenant_a), make_user_in(tenant_a)
@@ -279,7 +276,7 @@ def test_recheck_of_a_tenants_sockets_costs_the_same_few_queries_for_3_or_60_soc
                 for n in range(count)
             ]
             Membership.objects.bulk_create(
-                [Membership(room=room, user_id=uid) for room, uid in zip(made, users)]
+                [Membership(room=room, user_id=uid) for room, uid in zip(made, users, strict=True)]
             )
             return [room.pk for room in made]
 
@@ -293,6 +290,7 @@ def test_recheck_of_a_tenants_sockets_costs_the_same_few_queries_for_3_or_60_soc
                 tenant_a.schema_name, tenant_state, tenant_a.schema_name, users, rooms
             )
         assert set(state.users) == set(users) and set(state.rooms) == set(rooms)
-        assert all(state.close_code(uid, rid) is None for uid, rid in zip(users, rooms))
+        pairs = zip(users, rooms, strict=True)
+        assert all(state.close_code(uid, rid) is None for uid, rid in pairs)
         counts.append(len(queries.captured_queries))
     assert counts[0] == counts[1] <= 5, counts
