@@ -241,6 +241,28 @@ async def test_room_deleted_in_the_database_closes_its_sockets_4403_within_the_i
         await assert_socket_open(other_ws)
 
 
+async def test_member_removed_in_the_database_is_closed_4403_within_the_interval(
+    safety_net, tenant_a
+):
+    from chat.models import Membership
+
+    admin = make_user_in(tenant_a, is_admin=True)
+    member, stays = make_user_in(tenant_a), make_user_in(tenant_a)
+    slug = private_room_with(safety_net, admin, member, stays)
+    with as_user(safety_net, admin) as client:
+        assert client.patch(f"/api/rooms/{slug}/", json={"is_private": True}).status_code == 200
+    async with Sockets() as sockets:
+        ws = await sockets.room(safety_net, member, slug)
+        stays_ws = await sockets.room(safety_net, stays, slug)
+        await assert_socket_open(ws)
+        in_tenant(
+            tenant_a,
+            lambda: Membership.objects.filter(room__slug=slug, user_id=member.id).delete(),
+        )
+        assert await close_code_within(ws, SAFETY_NET_TIMEOUT) == 4403
+        await assert_socket_open(stays_ws)
+
+
 # --- the `auth` frame ---------------------------------------------------------------------------
 
 
