@@ -16,7 +16,7 @@ from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts.tokens import token_user_id, validate_access_token
-from chat import drain, events, services
+from chat import authz, drain, events, services
 from chat.budgets import SocketSlot, socket_slot_acquire
 from chat.presence import presence_registry
 from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
@@ -130,6 +130,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         self.open_gauge = OPEN_SOCKETS.labels(self.schema_name)
         self.open_gauge.inc()
         drain.register(self)
+        authz.ensure_periodic_recheck()
         self.schedule_ping()
         self.schedule_expiry(self.scope["token_exp"])
 
@@ -231,7 +232,15 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         try:
             await handler(self, content)
         except ChatError as exc:
-            await self.send_error(exc.code, exc.detail, **exc.extra)
+            await self.refuse(exc)
+
+    async def refuse(self, exc: ChatError) -> None:
+        """A refused frame is answered with its error; a service that found the user or the
+        tenant no longer active (a kick that was lost) ends the session instead (4401)."""
+        if exc.code == ErrorCode.UNAUTHORIZED:
+            await self.close_with(CloseCode.UNAUTHORIZED)
+            return
+        await self.send_error(exc.code, exc.detail, **exc.extra)
 
     def take_token(self) -> None:
         """The per-connection rate limit; raises `rate_limited` with `retry_after`."""
@@ -245,7 +254,8 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         await self.send(text_data=events.PONG_TEXT)
 
     async def on_auth(self, content: dict[str, Any]) -> None:
-        """A fresh access token of the same user and tenant extends the session."""
+        """A fresh access token of the same user and tenant extends the session, once the
+        database confirms the user, the tenant and the room (chat/authz.py)."""
         raw = content.get("token")
         try:
             if not isinstance(raw, str):
@@ -253,9 +263,12 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             token = validate_access_token(raw, self.schema_name)
             if str(token_user_id(token)) != str(self.actor.id):
                 raise TokenError("token of another user")
-            await services.access_check(schema_name=self.schema_name, actor=self.actor)
-        except (TokenError, ChatError):
+        except TokenError:
             await self.close_with(CloseCode.UNAUTHORIZED)
+            return
+        code = await authz.socket_verdict(self)
+        if code is not None:
+            await self.close_with(code)
             return
         exp = int(token["exp"])
         self.schedule_expiry(exp)
@@ -278,6 +291,12 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         """A kick for one user's sockets in one room (removed member: 4403)."""
         if self.room is not None and event["room"] == self.room.slug:
             await self.close_with(event["code"])
+
+    async def room_recheck(self, event: dict[str, Any]) -> None:
+        """The room changed (made private): this process re-checks its sockets of the room
+        in one batched query, closing those of non-members with 4403."""
+        if self.room is not None and event["room"] == self.room.slug:
+            authz.recheck_room_soon(self.schema_name, self.room.slug)
 
 
 class ChatConsumer(TenantSocketConsumer):

@@ -36,6 +36,12 @@ def unregister(consumer: Drainable) -> None:
     _open.discard(consumer)
 
 
+def open_sockets() -> list[Any]:
+    """The sockets open on this process (past their handshake): drained on SIGTERM and
+    re-checked by chat/authz.py."""
+    return list(_open)
+
+
 def is_draining() -> bool:
     return _state["draining"]
 
@@ -43,7 +49,7 @@ def is_draining() -> bool:
 async def drain_all(timeout: float) -> None:
     """Close every registered socket with 1001 and wait for them to go (at most `timeout`)."""
     _state["draining"] = True
-    consumers = list(_open)
+    consumers = open_sockets()
     logger.info("draining %d sockets with 1001", len(consumers))
     await asyncio.gather(*(c.drain() for c in consumers), return_exceptions=True)
     deadline = asyncio.get_running_loop().time() + timeout

@@ -36,6 +36,7 @@ ROOM_FRAME = "room.frame"  # an encoded frame for every socket of a room
 USER_FRAME = "user.frame"  # an encoded frame for a user's notification sockets
 SOCKET_CLOSE = "socket.close"  # close every socket of a user or tenant
 ROOM_KICK = "room.kick"  # close one user's sockets in one room
+ROOM_RECHECK = "room.recheck"  # re-check every socket of a room against the database
 
 
 def _group_name(schema_name: str, kind: str, key: str) -> str:
@@ -173,4 +174,11 @@ async def kick_from_room(schema_name: str, user_id: int, room_slug: str, code: i
     await _group_send(
         user_group_name(schema_name, user_id),
         {"type": ROOM_KICK, "room": room_slug, "code": int(code)},
+    )
+
+
+async def recheck_room(schema_name: str, room_slug: str) -> None:
+    """Ask every process to re-check its sockets of a room (made private: non-members go)."""
+    await _group_send(
+        room_group_name(schema_name, room_slug), {"type": ROOM_RECHECK, "room": room_slug}
     )

@@ -6,20 +6,38 @@ reply has been read by a busy event loop. Under load that queue was the largest 
 p99 latency in bench/ (group_send alone took over 100 ms for a third of the messages).
 PUBLISH needs no such lock: the redis-py client behind it has its own connection pool.
 Subscribing keeps the lock (it guards the set of subscribed channels).
+
+The shard's receive loop starts on the first subscribe, inside the first socket's task; it is
+started in an empty context (config/background.py) so that its log lines do not carry that
+socket's tenant and request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from channels_redis import pubsub
+
+from config.background import start_background
+
+logger = logging.getLogger(__name__)
 
 
 class _Shard(pubsub.RedisSingleShardConnection):
     async def publish(self, channel: str, message: bytes) -> None:
         self._ensure_redis()
         await self._redis.publish(channel, message)
+
+    def _ensure_receiver(self) -> None:
+        if getattr(self, "_receive_task", None) is None:
+            task = start_background(self._receive_loop(), name="layer-receive")
+            self._receive_task = task
+
+    async def _receive_loop(self) -> None:
+        logger.debug("channel layer receive loop started")
+        await self._do_receiving()
 
 
 class _LoopLayer(pubsub.RedisPubSubLoopLayer):

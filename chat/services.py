@@ -11,7 +11,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists
 from django.utils import timezone
+from django_tenants.utils import get_public_schema_name
 
 from chat import events
 from chat.budgets import room_create_bucket
@@ -19,7 +21,7 @@ from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import round_wait
 from config.metrics import MESSAGES_PERSISTED
-from tenants.context import in_schema, run_in_schema
+from tenants.context import current_schema, in_schema, run_in_schema
 from tenants.models import Tenant
 
 _SLUG = re.compile(ROOM_SLUG_PATTERN)
@@ -162,7 +164,10 @@ def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_priv
 def room_update(
     *, schema_name: str, room: Room, name: str | None = None, is_private: bool | None = None
 ) -> Room:
-    """Rename a room or change its visibility."""
+    """Rename a room or change its visibility; made private, its sockets of non-members
+    close with 4403 on every process."""
+
+    was_private = room.is_private
 
     def update() -> Room:
         if name is not None:
@@ -172,7 +177,12 @@ def room_update(
         room.save(update_fields=["name", "is_private"])
         return room
 
-    return run_in_schema(schema_name, update)
+    updated = run_in_schema(schema_name, update)
+    if updated.is_private and not was_private:
+        # Its open sockets of non-members must go (4403): each process re-checks its sockets
+        # of this room with one membership query (chat/authz.py).
+        async_to_sync(events.recheck_room)(schema_name, room.slug)
+    return updated
 
 
 def room_delete(*, schema_name: str, room: Room) -> None:
@@ -249,15 +259,49 @@ def _mentioned_readers(room_id: int, author_id: int, body: str) -> list[int]:
     return list(users.values_list("pk", flat=True))
 
 
+def _insert_if_active(room_id: int, user_id: int, body: str, client_id: str | None) -> Message:
+    """INSERT the message only if its author and tenant are active, in the same statement
+    (no extra round trip): a deactivated user cannot send, whatever the transport and
+    whatever the socket still believes. Raises ChatError UNAUTHORIZED otherwise."""
+    quote = connection.ops.quote_name
+    users = quote(get_user_model()._meta.db_table)
+    tenants = f"{quote(get_public_schema_name())}.{quote(Tenant._meta.db_table)}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {quote(Message._meta.db_table)} (room_id, user_id, body, client_id)
+            SELECT %s, %s, %s, %s
+            WHERE EXISTS (SELECT 1 FROM {users} WHERE id = %s AND is_active)
+              AND EXISTS (SELECT 1 FROM {tenants} WHERE schema_name = %s AND is_active)
+            RETURNING id, seq, created_at
+            """,  # table names come from the models; values are parameters
+            [room_id, user_id, body, client_id, user_id, current_schema()],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise ChatError(ErrorCode.UNAUTHORIZED, "User or tenant is deactivated.")
+    message = Message(
+        pk=row[0],
+        room_id=room_id,
+        user_id=user_id,
+        body=body,
+        client_id=client_id,
+        seq=row[1],
+        created_at=row[2],
+    )
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message
+
+
 def _persist_message(
     room_id: int, user_id: int, body: str, client_id: str | None
 ) -> tuple[Message, bool, list[int]]:
-    """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement); a message
-    naming `@someone` costs one more query, for the mentioned readers."""
+    """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement, and the
+    statement itself refuses an inactive author); a message naming `@someone` costs one more
+    query, for the mentioned readers."""
     try:
-        message = Message.objects.create(
-            room_id=room_id, user_id=user_id, body=body, client_id=client_id
-        )
+        message = _insert_if_active(room_id, user_id, body, client_id)
     except IntegrityError:
         # The room was deleted since the sender joined it (the seq trigger finds no room row,
         # a foreign-key violation): the contract's not_found, not a 500.
@@ -283,7 +327,8 @@ async def message_send(
     """Persist a message, then broadcast it to the room on every process.
 
     Returns the `chat.message` frame and whether it is new; a resend with a known
-    `client_id` returns the original frame and broadcasts nothing.
+    `client_id` returns the original frame and broadcasts nothing. Raises ChatError
+    UNAUTHORIZED if the user or the tenant is no longer active (read from the database).
     """
     text = clean_message_body(body)
     cid = clean_client_id(client_id)
@@ -305,15 +350,26 @@ async def message_send(
 def _change_message(
     room_id: int, message_id: Any, actor: Actor, body: str | None
 ) -> tuple[Message, str]:
-    """Edit (body) or delete (None) a message of the room; author or tenant admin only."""
+    """Edit (body) or delete (None) a message of the room; author or tenant admin only.
+
+    "Admin" and "active" are read from the database in the same query as the message, not
+    from the `Actor` (a socket's copy of its handshake): a demoted admin loses the right at
+    once, and a deactivated user edits nothing."""
+    actor_row = get_user_model().objects.filter(pk=actor.id, is_active=True)
     message = (
         Message.objects.select_related("user")
         .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
+        .annotate(
+            actor_active=Exists(actor_row),
+            actor_admin=Exists(actor_row.filter(is_staff=True)),
+        )
         .first()
     )
     if message is None:
         raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.")
-    if message.user_id != actor.id and not actor.is_admin:
+    if not message.actor_active:  # type: ignore[attr-defined]
+        raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
+    if message.user_id != actor.id and not message.actor_admin:  # type: ignore[attr-defined]
         raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
     if body is None:
         message.deleted_at = timezone.now()

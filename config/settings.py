@@ -189,6 +189,14 @@ if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE)
     raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
+# Authorization is live: every process re-checks its open sockets' user, tenant and room
+# this often (with jitter), in case a kick over the channel layer was lost. 0 disables it.
+WS_AUTH_RECHECK_INTERVAL = env_float("WS_AUTH_RECHECK_INTERVAL", 30.0)
+# Presence: a process's entries count while its key lives (PRESENCE_TTL seconds, refreshed
+# every PRESENCE_HEARTBEAT); each beat also sweeps the rooms it holds, so a killed process's
+# users leave within PRESENCE_TTL + PRESENCE_HEARTBEAT (the contract: 60 s).
+PRESENCE_TTL = env_int("PRESENCE_TTL", 30)
+PRESENCE_HEARTBEAT = env_float("PRESENCE_HEARTBEAT", 10.0)
 
 # --- platform bootstrap (make run) ---
 PLATFORM_ADMIN_USER = env_str("PLATFORM_ADMIN_USER", "platform")
