@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from datetime import datetime
 from typing import Any
 
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from chat.protocol import ErrorCode, ServerFrame
-from config.metrics import LAYER_SECONDS
+from config.metrics import LAYER_SECONDS, LAYER_SEND_FAILURES
+from config.redis_clients import warn_redis_trouble
+
+logger = logging.getLogger(__name__)
 
 _MAX_GROUP_NAME = 99  # channels: group names must be shorter than 100 characters
 
@@ -137,7 +142,15 @@ PING_TEXT = encode({"type": ServerFrame.PING})
 async def _group_send(group: str, event: dict[str, Any]) -> None:
     """The only call of `group_send` in the project."""
     started = time.time()
-    await get_channel_layer().group_send(group, event)
+    try:
+        await get_channel_layer().group_send(group, event)
+    except (RedisError, OSError):
+        # Redis away: what this event reports is already stored (PostgreSQL is the source of
+        # truth), so the caller's write succeeded and must not turn into a 500 or a dead
+        # socket; the lost frame is counted and logged at most every few seconds.
+        LAYER_SEND_FAILURES.inc()
+        warn_redis_trouble(logger, "channel-layer send failed: Redis unreachable")
+        return
     LAYER_SECONDS.labels("group_send").observe(time.time() - started)
 
 

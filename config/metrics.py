@@ -21,6 +21,11 @@ MESSAGES_PERSISTED = Counter(
 FRAMES_DELIVERED = Counter(
     "chat_frames_delivered_total", "Room frames written to sockets", ["tenant"], registry=REGISTRY
 )
+LAYER_SEND_FAILURES = Counter(
+    "chat_layer_send_failures_total",
+    "Channel-layer sends that Redis did not take (the change itself is stored)",
+    registry=REGISTRY,
+)
 ERRORS = Counter("chat_errors_total", "Error frames sent, by code", ["code"], registry=REGISTRY)
 CLOSES = Counter(
     "chat_close_codes_total", "Sockets closed by the server, by code", ["code"], registry=REGISTRY
