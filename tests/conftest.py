@@ -102,6 +102,11 @@ def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
 def _database(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     """Every test may use the (committed, never rolled back) test database."""
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        # As Django does at each request: this thread's connection goes back to the pool,
+        # which checks it before handing it out again, so a test that ended backends
+        # (tests/tenants/test_stale_connections.py) leaves no dead connection to the next.
+        for conn in connections.all():
+            conn.close_if_unusable_or_obsolete()
         yield
 
 
