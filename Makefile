@@ -5,7 +5,8 @@
 #   make test    install, lint, pytest (against DATABASE_URL/REDIS_URL, or embedded servers)
 #   make lint    ruff check + ruff format --check + mypy (also the first steps of make test)
 #
-# Variables: PORT (8000), DATA_DIR (./.data), PYTEST_ARGS, BENCH_ARGS, PYTHON (python3), UV.
+# Variables: PORT (8000), DATA_DIR (./.data), PYTEST_ARGS, TEST_WORKERS (2), BENCH_ARGS, PYTHON
+# (python3), UV.
 
 SHELL := /bin/sh
 .DEFAULT_GOAL := help
@@ -14,6 +15,8 @@ PYTHON ?= python3
 PORT ?= 8000
 DATA_DIR ?= ./.data
 PYTEST_ARGS ?=
+# pytest-xdist workers (each has its own test database and Redis prefix); 0 runs serially.
+TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 export PORT DATA_DIR
 
@@ -76,7 +79,7 @@ test: install
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
 	DEBUG=1 $(VENV_BIN)/mypy
-	$(DEVSERVICES) run -- $(VENV_BIN)/pytest $(PYTEST_ARGS)
+	$(DEVSERVICES) run -- $(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV_BIN)/ruff check .

@@ -12,8 +12,9 @@ from tests.conftest import make_user_in, tokens_for, unique
 from tests.realtime_helpers import Sockets, close_code
 
 LIMIT = 20  # the default of WS_MAX_SOCKETS_PER_USER
-# chat/presence.py: a process's liveness key lives PRESENCE_TTL (60 s) after its last beat.
-LIVENESS_TTL = 60.0
+# chat/presence.py: a process's liveness key lives PRESENCE_TTL after its last beat; short here
+# (the default is 30 s) so the test waits seconds, not half a minute.
+LIVENESS_TTL = 6.0
 
 
 async def test_the_21st_socket_of_a_user_closes_4429_on_either_process_and_a_freed_slot_opens(
@@ -55,7 +56,8 @@ async def test_the_21st_socket_of_a_user_closes_4429_on_either_process_and_a_fre
 async def test_sockets_of_a_killed_process_stop_counting_within_the_liveness_ttl(
     tenant_a, server_factory
 ):
-    doomed, survivor = server_factory(), server_factory()
+    short = {"PRESENCE_TTL": str(int(LIVENESS_TTL)), "PRESENCE_HEARTBEAT": "2"}
+    doomed, survivor = server_factory(**short), server_factory(**short)
     user = make_user_in(tenant_a)
     token = tokens_for(user)["access"]
     async with Sockets() as sockets:
