@@ -29,7 +29,7 @@ from django.contrib.auth import get_user_model
 from chat import drain
 from chat.models import Membership, Room
 from chat.protocol import CloseCode
-from config.background import start_background
+from infra.background import start_background
 from tenants.context import in_schema
 from tenants.models import Tenant
 

@@ -23,8 +23,8 @@ from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import TokenBucket
 from chat.selectors import replay_frames
 from chat.services import Actor, ChatError, RoomRef
-from config import parsers
-from config.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
+from infra import parsers
+from infra.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
 from middleware.jwt import query_param
 from tenants.context import in_schema
 

@@ -19,8 +19,8 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat.protocol import ErrorCode, ServerFrame
-from config.metrics import LAYER_SECONDS, LAYER_SEND_FAILURES
 from config.redis_clients import warn_redis_trouble
+from infra.metrics import LAYER_SECONDS, LAYER_SEND_FAILURES
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from channels_redis import pubsub
 
-from config.background import start_background
+from infra.background import start_background
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from chat import events
 from chat.protocol import ServerFrame
-from config.background import start_background
+from infra.background import start_background
 
 logger = logging.getLogger(__name__)
 PROCESS_ID = uuid.uuid4().hex[:16]

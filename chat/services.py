@@ -20,7 +20,7 @@ from chat.budgets import room_create_bucket
 from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import round_wait
-from config.metrics import MESSAGES_PERSISTED
+from infra.metrics import MESSAGES_PERSISTED
 from tenants.context import current_schema, in_schema, run_in_schema
 from tenants.models import Tenant
 

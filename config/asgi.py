@@ -14,7 +14,7 @@ django_http = get_asgi_application()  # sets Django up before the consumers are 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from chat.routing import websocket_application  # noqa: E402
-from config.logging import install_server_log_redaction  # noqa: E402
+from infra.logging import install_server_log_redaction  # noqa: E402
 from middleware.probes import ProbesMiddleware  # noqa: E402
 from middleware.request_id import RequestIdMiddleware  # noqa: E402
 from middleware.stack import websocket_stack  # noqa: E402

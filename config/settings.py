@@ -129,7 +129,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Ours: a body nested too deeply is a 400 (ParseError), not a RecursionError and a 500.
-    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["infra.parsers.JSONParser"],
     # A ChatError a view does not catch is answered by its code (404, 403, 429...), not a 500.
     "EXCEPTION_HANDLER": "chat.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -221,11 +221,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact_secrets": {"()": "config.logging.RedactSecretsFilter"},
-        "request_context": {"()": "config.logging.RequestContextFilter"},
+        "redact_secrets": {"()": "infra.logging.RedactSecretsFilter"},
+        "request_context": {"()": "infra.logging.RequestContextFilter"},
     },
     "formatters": {
-        "json": {"()": "config.logging.JsonFormatter"},
+        "json": {"()": "infra.logging.JsonFormatter"},
         "text": {"format": "%(levelname)s %(name)s [%(tenant)s %(request_id)s] %(message)s"},
     },
     "handlers": {

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from chat.drain import install_signal_drain
-from config.metrics import render
+from infra.metrics import render
 from middleware.types import ASGIApp, Receive, Scope, Send
 
 PROBE_TIMEOUT = 3.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from config.logging import request_id_var
+from infra.logging import request_id_var
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` would take a trailing newline

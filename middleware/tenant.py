@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config.logging import tenant_var
+from infra.logging import tenant_var
 from middleware.closing import refuse_handshake
 from middleware.types import ASGIApp, Receive, Scope, Send
 from tenants.host_cache import acached_tenant_for_host

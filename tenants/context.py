@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection as _connection
 from django_tenants.utils import get_public_schema_name
 
-from config.metrics import DB_SECONDS
+from infra.metrics import DB_SECONDS
 from tenants.backend.base import DatabaseWrapper
 
 # The default connection is django-tenants' wrapper (settings: ENGINE "tenants.backend").

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django_tenants.middleware.main import TenantMainMiddleware
 
-from config.logging import tenant_var
+from infra.logging import tenant_var
 from tenants.host_cache import cached_tenant_for_host
 
 

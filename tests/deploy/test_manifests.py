@@ -47,7 +47,7 @@ YAMLLINT_CONFIG = DEPLOY / ".yamllint.yaml"
 # installed kubernetes-validate ships schemas for.
 K8S_MIN_VERSION = "1.30"
 
-APP_CODE = ("config", "tenants", "accounts", "chat", "middleware", "manage.py")
+APP_CODE = ("config", "infra", "tenants", "accounts", "chat", "middleware", "manage.py")
 EXPECTED_CMD = [
     "/app/.venv/bin/uvicorn",
     "config.asgi:application",
