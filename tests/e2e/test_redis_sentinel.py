@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import pytest
 import redis
 import websockets
 
+from config.redis_clients import parse_redis_target
 from tests.api_helpers import http, login
 from tests.conftest import LiveServer, TenantInfo, free_port, make_user_in, tokens_for, unique
 from tests.realtime_helpers import rest_history, room_path
@@ -148,8 +151,9 @@ async def _crosses(sender: Any, receiver: Any, text: str) -> list[dict[str, Any]
     return frames
 
 
+@pytest.mark.parametrize("fault", ["sentinel-failover", "master-sigkill"])
 async def test_every_redis_client_goes_through_sentinel_and_survives_a_failover(
-    server_factory: Any, tenant_a: TenantInfo, sentinel_cluster: SentinelCluster
+    server_factory: Any, tenant_a: TenantInfo, sentinel_cluster: SentinelCluster, fault: str
 ) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     env = {
@@ -204,10 +208,14 @@ async def test_every_redis_client_goes_through_sentinel_and_survives_a_failover(
                 sent.append(client_id)
             except websockets.ConnectionClosed:
                 break
-            if n == 10:
+            if n == 10 and fault == "sentinel-failover":
                 assert sentinel_cluster.sentinel().execute_command(
                     "SENTINEL", "FAILOVER", MASTER_NAME
                 )
+                failed_over = True
+            elif n == 10:  # the master dies; the sentinels notice after down-after-milliseconds
+                sentinel_cluster.processes[0].kill()
+                sentinel_cluster.processes[0].wait(timeout=10)
                 failed_over = True
             await asyncio.sleep(0.15)  # under the 10/s chat rate limit
         assert failed_over
@@ -268,3 +276,40 @@ async def test_every_redis_client_goes_through_sentinel_and_survives_a_failover(
         await alice_ws.close()
         await bob_ws.close()
     assert "Exception in ASGI application" not in first.log() + second.log()
+
+
+@pytest.mark.parametrize(
+    ("sentinels", "master", "complaint"),
+    [
+        ("127.0.0.1:26379", "", "go together"),
+        ("", "mymaster", "go together"),
+        ("127.0.0.1", "mymaster", "host:port"),
+        ("127.0.0.1:26379,:26380", "mymaster", "host:port"),
+        ("127.0.0.1:notaport", "mymaster", "host:port"),
+    ],
+)
+def test_a_half_or_malformed_sentinel_setting_stops_the_server_with_a_clear_message(
+    tmp_path: Path, sentinels: str, master: str, complaint: str
+) -> None:
+    env = {**os.environ, "REDIS_SENTINELS": sentinels, "REDIS_SENTINEL_MASTER": master}
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "ImproperlyConfigured" in started.stderr
+    assert complaint in started.stderr
+
+
+def test_sentinel_addresses_are_parsed_in_order_and_ipv6_brackets_dropped() -> None:
+    target = parse_redis_target(
+        "redis://unused:1/0", " 10.0.0.1:26379, [::1]:26380 ,sentinel-2:26381", "main", db="3"
+    )
+    assert target.uses_sentinel
+    assert target.sentinels == (("10.0.0.1", 26379), ("::1", 26380), ("sentinel-2", 26381))
+    assert (target.master, target.db) == ("main", 3)
+    assert not parse_redis_target("redis://r:6379/0").uses_sentinel
