@@ -16,7 +16,7 @@ from django.conf import settings
 
 from chat.presence import process_heartbeat_ensure
 from chat.ratelimit import SharedTokenBucket, parse_rate
-from config.redis_clients import async_redis, redis_key, warn_redis_trouble
+from infra.redis_clients import async_redis, redis_key, warn_redis_trouble
 
 logger = logging.getLogger(__name__)
 

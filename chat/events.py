@@ -19,8 +19,8 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat.protocol import ErrorCode, ServerFrame
-from config.redis_clients import warn_redis_trouble
 from infra.metrics import LAYER_SECONDS, LAYER_SEND_FAILURES
+from infra.redis_clients import warn_redis_trouble
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from chat import events
 from chat.protocol import ServerFrame
 from infra.background import start_background
+from infra.redis_clients import async_pool
 
 logger = logging.getLogger(__name__)
 PROCESS_ID = uuid.uuid4().hex[:16]
@@ -102,9 +103,7 @@ class Presence:
         # A blocking pool: when many sockets join or leave at once (a pod draining, a load
         # balancer reshuffling), callers wait for a connection instead of failing with
         # "Too many connections" and leaving stale presence behind.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=PRESENCE_REDIS_CONNECTIONS, timeout=10
-        )
+        pool = async_pool(blocking=True, max_connections=PRESENCE_REDIS_CONNECTIONS, timeout=10)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.prefix = f"{settings.CHANNEL_PREFIX}:presence"
         self.process_key_prefix = f"{self.prefix}:proc:"

@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from config.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
+from infra.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from infra.redis_clients import channel_layer_host, parse_redis_target
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -102,6 +103,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Redis Sentinel instead of REDIS_URL, for every Redis client (infra/redis_clients.py):
+# REDIS_SENTINELS "host:port,host:port" and REDIS_SENTINEL_MASTER, the master's name.
+REDIS_TARGET = parse_redis_target(
+    REDIS_URL,
+    env_str("REDIS_SENTINELS"),
+    env_str("REDIS_SENTINEL_MASTER"),
+    db=env_str("REDIS_SENTINEL_DB"),
+    password=env_str("REDIS_SENTINEL_MASTER_PASSWORD"),
+    sentinel_password=env_str("REDIS_SENTINEL_PASSWORD"),
+    tls=env_bool("REDIS_SENTINEL_TLS", False),
+)
 CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "tc")  # Redis key prefix of layer, presence, cache
 # The pub/sub layer: a group is a Redis PUBLISH channel, so a broadcast is one PUBLISH
 # whatever the room size, there is no per-channel capacity that drops messages when full
@@ -110,7 +122,7 @@ CHANNEL_LAYERS = {
     "default": {
         # channels_redis.pubsub.RedisPubSubChannelLayer minus a lock around PUBLISH (chat/layer.py)
         "BACKEND": "chat.layer.RedisPubSubLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
+        "CONFIG": {"hosts": [channel_layer_host(REDIS_TARGET)], "prefix": CHANNEL_PREFIX},
     }
 }
 
@@ -118,8 +130,9 @@ CHANNEL_LAYERS = {
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": REDIS_URL,  # unused with Sentinel: the pool class builds from REDIS_TARGET
         "KEY_PREFIX": CHANNEL_PREFIX,
+        "OPTIONS": {"pool_class": "infra.redis_clients.DjangoCachePool"},
     }
 }
 

@@ -13,12 +13,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-import redis.asyncio
-from django.conf import settings
 from django.db import connection
 
 from chat.drain import install_signal_drain
 from infra.metrics import render
+from infra.redis_clients import fresh_async_client
 from middleware.types import ASGIApp, Receive, Scope, Send
 
 PROBE_TIMEOUT = 3.0
@@ -61,7 +60,7 @@ async def _database_probe() -> bool:
 async def _channel_layer_answers() -> bool:
     # The layer is Redis pub/sub; a PING on a fresh connection to the same server proves it
     # is reachable without leaving a subscribed probe channel behind in the layer.
-    client = redis.asyncio.from_url(settings.REDIS_URL)
+    client = fresh_async_client()
     try:
         return bool(await client.ping())
     finally:

@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 
-from config.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
+from infra.redis_clients import async_redis, redis_key, sync_redis, warn_redis_trouble
 from tenants.context import in_public
 from tenants.models import Domain, Tenant
 from tenants.selectors import TENANT_FIELDS, active_tenant_for_host
