@@ -26,6 +26,7 @@ reconnects on its own once PostgreSQL is back, so the same process serves again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -249,14 +250,18 @@ async def in_schema(
     """Await `fn(*args, **kwargs)` run on a database thread inside `schema_name`, in the
     schema's own queue (see the module docstring: fair between tenants)."""
     started = time.perf_counter()
-    call: asyncio.Future[R] = asyncio.ensure_future(
-        _wrapper(schema_name)(schema_name, fn, *args, **kwargs)
+    # A task of its own, so the wait can be given up on: cancelling a sync_to_async call
+    # that has started waits for its thread to finish, which is exactly the wait that must
+    # not happen here (hence no `wait_for`). The task runs in a copy of the caller's context,
+    # whose changes (sync_to_async hands back the thread's) are copied back when it is done.
+    context = contextvars.copy_context()
+    call: asyncio.Task[R] = asyncio.get_running_loop().create_task(
+        _wrapper(schema_name)(schema_name, fn, *args, **kwargs), context=context
     )
     try:
-        # Not `wait_for`: cancelling a sync_to_async call that has started waits for its
-        # thread to finish, which is exactly the wait that must not happen here.
         done, _ = await asyncio.wait((call,), timeout=settings.DB_UNAVAILABLE_TIMEOUT)
         if call in done:
+            _restore_context(context)
             return call.result()
         # Abandoned: a call still queued is dropped (its Future is cancelled before a thread
         # takes it); one already running finishes on its thread unseen. It can have stored
@@ -269,6 +274,17 @@ async def in_schema(
         raise
     finally:
         DB_SECONDS.labels(getattr(fn, "__name__", "call")).observe(time.perf_counter() - started)
+
+
+def _restore_context(context: contextvars.Context) -> None:
+    """Copy the variables `context` changed into the current context (as asgiref does)."""
+    for var, value in context.items():
+        try:
+            if var.get() is value:
+                continue
+        except LookupError:
+            pass
+        var.set(value)
 
 
 def _consume(call: asyncio.Future[Any]) -> None:
