@@ -4,6 +4,10 @@ Services raise ChatError for both transports; a WebSocket sends it as an error f
 answers it here (a view may name the body field a validation error belongs to). A ChatError
 that a view does not catch reaches `exception_handler` (REST_FRAMEWORK EXCEPTION_HANDLER),
 so no service error is ever a 500 and none is a blanket 400.
+
+PostgreSQL away is answered here too: `DatabaseUnavailable` (from `tenants.context`) and the
+connection-level errors a view's own queries raise (authentication's user lookup included)
+are a 503 `{"detail", "code": "unavailable"}` with `Retry-After`, never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +20,18 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.protocol import ErrorCode
 from chat.services import ChatError
+from tenants.context import CONNECTION_ERRORS, DatabaseUnavailable
+
+
+class ServiceUnavailable(exceptions.APIException):
+    """503 with Retry-After (DRF's handler sets the header from `wait`)."""
+
+    status_code = 503
+    default_code = str(ErrorCode.UNAVAILABLE)
+
+    def __init__(self, exc: DatabaseUnavailable) -> None:
+        super().__init__(exc.detail, code=self.default_code)
+        self.wait = exc.retry_after
 
 
 def api_exception(exc: ChatError, *, field: str | None = None) -> exceptions.APIException:
@@ -36,7 +52,12 @@ def api_exception(exc: ChatError, *, field: str | None = None) -> exceptions.API
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, after turning an uncaught ChatError into its HTTP answer."""
+    """DRF's handler, after turning an uncaught ChatError, or PostgreSQL away, into its HTTP
+    answer."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        exc = DatabaseUnavailable()
+    if isinstance(exc, DatabaseUnavailable):
+        return drf_exception_handler(ServiceUnavailable(exc), context)
     if isinstance(exc, ChatError):
         exc = api_exception(exc)
         view, request = context.get("view"), context.get("request")

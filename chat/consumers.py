@@ -26,7 +26,7 @@ from chat.services import Actor, ChatError, RoomRef
 from infra import parsers
 from infra.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
 from middleware.jwt import query_param
-from tenants.context import in_schema
+from tenants.context import DatabaseUnavailable, in_schema
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,10 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             await handler(self, content)
         except ChatError as exc:
             await self.refuse(exc)
+        except DatabaseUnavailable as exc:
+            # PostgreSQL away: nothing was stored; the socket stays open and the client
+            # resends (with the same client_id, so a write that did land is not doubled).
+            await self.send_error(ErrorCode.UNAVAILABLE, exc.detail, retry_after=exc.retry_after)
 
     async def refuse(self, exc: ChatError) -> None:
         """A refused frame is answered with its error; a service that found the user or the

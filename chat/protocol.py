@@ -12,6 +12,9 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
     TOO_MANY_SOCKETS = 4429  # also: a join that would create a room past the budget
+    # A handshake while PostgreSQL is unreachable: RFC 6455's "try again later"; clients
+    # reconnect (with backoff) as after 1001 / 1012.
+    TRY_AGAIN_LATER = 1013
 
 
 class ErrorCode(StrEnum):
@@ -26,6 +29,8 @@ class ErrorCode(StrEnum):
     # Not sent as a frame: services raise it when the user or tenant is no longer active,
     # and the transport turns it into close code 4401 / HTTP 401.
     UNAUTHORIZED = "unauthorized"
+    # PostgreSQL unreachable: the frame was not stored; retry after `retry_after` seconds.
+    UNAVAILABLE = "unavailable"
 
 
 class ClientFrame(StrEnum):

@@ -82,11 +82,17 @@ _db["ENGINE"] = "tenants.backend"
 # ASGI serves requests from short-lived threads: persistent per-thread connections would
 # leak, so connections come from psycopg's pool and go back to it after each request.
 _db["CONN_MAX_AGE"] = 0
+# PostgreSQL away: nothing waits for it longer than a few seconds. A request thread (REST)
+# or a database thread waits at most DB_POOL_TIMEOUT for a pooled connection, and a new
+# connection's TCP/TLS setup at most DB_CONNECT_TIMEOUT; both stay under
+# DB_UNAVAILABLE_TIMEOUT so the failure, not a hang, is what the client gets (503, or the
+# `unavailable` frame within the contract's 5 s).
 _db.setdefault("OPTIONS", {})["pool"] = {
     "min_size": env_int("DB_POOL_MIN", 2),
     "max_size": env_int("DB_POOL_MAX", 16),
-    "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
+    "timeout": env_float("DB_POOL_TIMEOUT", 3.0),
 }
+_db["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
 # The pool checks a connection before handing it out (psycopg_pool's check_connection), so
 # one that PostgreSQL ended while it sat in the pool (restart, idle timeout) is replaced.
 _db["CONN_HEALTH_CHECKS"] = True
@@ -99,6 +105,12 @@ DB_THREADS_PER_TENANT = env_int("DB_THREADS_PER_TENANT", max(1, DB_THREADS // 2)
 # A database thread's connection idle for longer than this is checked (SELECT 1) before its
 # next call, and replaced if PostgreSQL ended it meanwhile.
 DB_IDLE_CHECK_SECONDS = env_float("DB_IDLE_CHECK_SECONDS", 2.0)
+# A tenant call (tenants/context.py in_schema) that has not answered within this many
+# seconds is answered `unavailable` instead (PostgreSQL away or stuck); the contract wants
+# the answer to a write frame within 5 s.
+DB_UNAVAILABLE_TIMEOUT = env_float("DB_UNAVAILABLE_TIMEOUT", 4.0)
+# The `retry_after` (seconds) of an `unavailable` frame and the Retry-After of a 503.
+DB_UNAVAILABLE_RETRY_AFTER = env_int("DB_UNAVAILABLE_RETRY_AFTER", 2)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ---

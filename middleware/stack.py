@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from middleware.closing import DatabaseUnavailableClose
 from middleware.jwt import JWTQueryStringMiddleware
 from middleware.origin import origin_check
 from middleware.tenant import TenantFromHostMiddleware
@@ -9,5 +10,8 @@ from middleware.types import ASGIApp
 
 
 def websocket_stack(app: ASGIApp) -> ASGIApp:
-    """Origin (403), then tenant from Host (403), then JWT (accept + 4401), then `app`."""
-    return origin_check(TenantFromHostMiddleware(JWTQueryStringMiddleware(app)))
+    """PostgreSQL away anywhere below (accept + 1013), origin (403), then tenant from Host
+    (403), then JWT (accept + 4401), then `app`."""
+    return DatabaseUnavailableClose(
+        origin_check(TenantFromHostMiddleware(JWTQueryStringMiddleware(app)))
+    )

@@ -14,10 +14,19 @@ the back of its backlog: their latency grows with the noisy tenant's load, not t
 `FairScheduler` gives each schema its own queue, serves the queues round-robin and lets
 no schema run on more than `DB_THREADS_PER_TENANT` threads at once, so another tenant's
 call waits for at most one call per busy thread, never for a backlog.
+
+PostgreSQL away (stopped, restarting, unreachable): every call that fails at the connection
+level (refused, dropped, psycopg's pool timing out) or does not finish within
+`DB_UNAVAILABLE_TIMEOUT` raises ONE exception, `DatabaseUnavailable`, which the transports
+answer as `unavailable` (WebSocket error frame, HTTP 503 with Retry-After, close 1013 on a
+handshake). The threads keep serving: a broken connection goes back to the pool, which
+reconnects on its own once PostgreSQL is back, so the same process serves again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -26,8 +35,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db import connection as _connection
 from django_tenants.utils import get_public_schema_name
 
@@ -42,6 +53,28 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Connection-level failures. psycopg_pool's PoolTimeout is a psycopg.OperationalError, and
+# Django wraps psycopg's errors in its own; both spellings are listed because the pool's
+# timeout can surface unwrapped (outside a cursor). OperationalError also covers server-side
+# cancellations (statement timeout, deadlock): transient, so "try again" is the right answer.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL did not answer a tenant call: a connection-level failure, or no answer
+    within `DB_UNAVAILABLE_TIMEOUT`. Transports map it to `unavailable` with `retry_after`
+    (`DB_UNAVAILABLE_RETRY_AFTER` seconds); nothing of the call is known to be stored."""
+
+    def __init__(self, detail: str = "The database is unavailable; try again shortly.") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after: float = settings.DB_UNAVAILABLE_RETRY_AFTER
+
 
 def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run `fn` with the connection on `schema_name`, then put back the previous tenant."""
@@ -49,6 +82,8 @@ def run_in_schema(schema_name: str, fn: Callable[P, R], /, *args: P.args, **kwar
     connection.set_schema(schema_name)
     try:
         return fn(*args, **kwargs)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable() from exc
     finally:
         connection.set_tenant(previous)
         if connection.errors_occurred:
@@ -215,11 +250,47 @@ async def in_schema(
     """Await `fn(*args, **kwargs)` run on a database thread inside `schema_name`, in the
     schema's own queue (see the module docstring: fair between tenants)."""
     started = time.perf_counter()
+    # A task of its own, so the wait can be given up on: cancelling a sync_to_async call
+    # that has started waits for its thread to finish, which is exactly the wait that must
+    # not happen here (hence no `wait_for`). The task runs in a copy of the caller's context,
+    # whose changes (sync_to_async hands back the thread's) are copied back when it is done.
+    context = contextvars.copy_context()
+    call: asyncio.Task[R] = asyncio.get_running_loop().create_task(
+        _wrapper(schema_name)(schema_name, fn, *args, **kwargs), context=context
+    )
     try:
-        result: R = await _wrapper(schema_name)(schema_name, fn, *args, **kwargs)
-        return result
+        done, _ = await asyncio.wait((call,), timeout=settings.DB_UNAVAILABLE_TIMEOUT)
+        if call in done:
+            _restore_context(context)
+            return call.result()
+        # Abandoned: a call still queued is dropped (its Future is cancelled before a thread
+        # takes it); one already running finishes on its thread unseen. It can have stored
+        # its write; a resend with the same client_id is then answered with that message.
+        call.cancel()
+        call.add_done_callback(_consume)
+        raise DatabaseUnavailable()
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
     finally:
         DB_SECONDS.labels(getattr(fn, "__name__", "call")).observe(time.perf_counter() - started)
+
+
+def _restore_context(context: contextvars.Context) -> None:
+    """Copy the variables `context` changed into the current context (as asgiref does)."""
+    for var, value in context.items():
+        try:
+            if var.get() is value:
+                continue
+        except LookupError:
+            pass
+        var.set(value)
+
+
+def _consume(call: asyncio.Future[Any]) -> None:
+    """An abandoned call's outcome, read so asyncio does not log it as never retrieved."""
+    if not call.cancelled() and call.exception() is not None:
+        logger.info("database call abandoned after DB_UNAVAILABLE_TIMEOUT failed too")
 
 
 async def in_public(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
