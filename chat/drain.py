@@ -47,14 +47,39 @@ def is_draining() -> bool:
 
 
 async def drain_all(timeout: float) -> None:
-    """Close every registered socket with 1001 and wait for them to go (at most `timeout`)."""
+    """Close every registered socket with 1001 and wait for them to go (at most `timeout`).
+
+    The closes are not awaited past the deadline: the close of a socket whose client stopped
+    reading waits behind the frames the kernel could not take, and would wait forever.
+    """
     _state["draining"] = True
     consumers = open_sockets()
     logger.info("draining %d sockets with 1001", len(consumers))
-    await asyncio.gather(*(c.drain() for c in consumers), return_exceptions=True)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(_open) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    closes = [asyncio.ensure_future(c.drain()) for c in consumers]
+    if closes:
+        await asyncio.wait(closes, timeout=timeout)
+    while len(_open) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    if _open:
+        logger.warning("%d sockets did not close within DRAIN_TIMEOUT", len(_open))
+
+
+# After the drain, the server's own shutdown waits for every connection to finish writing.
+# A client that stopped reading never lets it (asyncio flushes a closed transport's buffer
+# before it lets go), so the pod would outlive DRAIN_TIMEOUT + 5 s (the contract); after this
+# grace the server is told to stop waiting, as a second Ctrl-C would.
+FORCE_EXIT_AFTER = 2.0
+
+
+def _force_exit(original: Callable[..., Any]) -> None:
+    """uvicorn's handler is its Server's bound `handle_exit`; setting `force_exit` ends its
+    wait for connections. Other servers (daphne) are left to their own shutdown."""
+    server = getattr(original, "__self__", None)
+    if server is not None and hasattr(server, "force_exit") and not server.force_exit:
+        logger.warning("connections still open %.0f s after the drain: exiting", FORCE_EXIT_AFTER)
+        server.force_exit = True
 
 
 def install_signal_drain() -> None:
@@ -81,6 +106,7 @@ def _wrapper(loop: asyncio.AbstractEventLoop, original: Callable[..., Any]) -> C
                 await drain_all(settings.DRAIN_TIMEOUT)
             finally:
                 original(signum, frame)
+                loop.call_later(FORCE_EXIT_AFTER, _force_exit, original)
 
         loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))
 

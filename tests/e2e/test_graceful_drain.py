@@ -22,10 +22,12 @@ from tests.realtime_helpers import (
     Sockets,
     close_code,
     frames_until,
+    is_message,
     of_type,
     ping_pong,
     room_path,
     say,
+    send,
 )
 from tests.support import TIMEOUT
 
@@ -41,10 +43,17 @@ async def wait_exit(server: LiveServer, timeout: float) -> float:
 
 
 @contextmanager
-def silent_client(server: LiveServer, tenant: TenantInfo, path: str) -> Iterator[socket.socket]:
+def silent_client(
+    server: LiveServer, tenant: TenantInfo, path: str, *, receive_buffer: int | None = None
+) -> Iterator[socket.socket]:
     """A WebSocket client that completes the handshake and then never reads or answers again
-    (a stuck phone on a dead network): it can never finish a close handshake."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    (a stuck phone on a dead network): it can never finish a close handshake. A small
+    `receive_buffer` makes the server's writes to it back up after a few kilobytes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", server.port))
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {tenant.domain}\r\nUpgrade: websocket\r\n"
@@ -172,4 +181,33 @@ async def test_a_client_that_never_answers_the_close_gets_1001_and_does_not_hold
             took = time.monotonic() - started
             code = await asyncio.to_thread(close_code_read_raw, silent, TIMEOUT)
     assert code == GOING_AWAY
+    assert took <= drain_timeout + EXIT_SLACK, took
+
+
+async def test_a_client_that_stopped_reading_with_a_backlog_does_not_hold_up_exit(
+    server_factory, tenant_a
+):
+    """The client above, but with megabytes the server could not write to it: the drain's
+    close of that socket must not wait for a client that will never read."""
+    drain_timeout = 3.0
+    doomed = server_factory(
+        DRAIN_TIMEOUT=str(drain_timeout), CHAT_RATE_PER_SECOND="10000", CHAT_RATE_BURST="10000"
+    )
+    user = make_user_in(tenant_a)
+    slug = unique("drain_")
+    path = room_path(slug, tokens_for(user)["access"])
+    body = "x" * 3900
+    async with Sockets() as sockets:
+        writer = await sockets.room(doomed, user, slug)
+        await ping_pong(writer)
+        with silent_client(doomed, tenant_a, path, receive_buffer=4096):
+            # About 4 MB for the silent client, far past what the kernel buffers take.
+            for n in range(1000):
+                await send(writer, {"type": "message", "message": f"{n} {body}"})
+            await frames_until(writer, is_message(f"999 {body}"), 60)
+            started = time.monotonic()
+            doomed.process.send_signal(signal.SIGTERM)
+            assert await close_code(writer, drain_timeout + EXIT_SLACK) == GOING_AWAY
+            await wait_exit(doomed, drain_timeout + EXIT_SLACK + 30)
+            took = time.monotonic() - started
     assert took <= drain_timeout + EXIT_SLACK, took
