@@ -32,11 +32,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
-from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.db import connection as _connection
@@ -156,10 +155,6 @@ class FairScheduler:
             self._lock.notify()
         return future
 
-    def lane(self, key: str) -> _Lane:
-        """An `Executor` whose jobs go to `key`'s queue (what `sync_to_async` wants)."""
-        return _Lane(self, key)
-
     def _start_worker(self) -> None:
         worker = threading.Thread(
             target=self._work, name=f"{self.name}_{len(self._workers)}", daemon=True
@@ -214,29 +209,9 @@ class FairScheduler:
                     self._lock.notify()
 
 
-class _Lane(Executor):
-    def __init__(self, scheduler: FairScheduler, key: str) -> None:
-        self.scheduler, self.key = scheduler, key
-
-    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
-        return self.scheduler.submit(self.key, fn, *args, **kwargs)
-
-
 _SCHEDULER = FairScheduler(
     settings.DB_THREADS, settings.DB_THREADS_PER_TENANT, before_job=revive_if_stale
 )
-# One `sync_to_async` wrapper per schema (its executor is the schema's lane). It copies the
-# caller's contextvars into the call and back, as for any sync_to_async call.
-_WRAPPERS: dict[str, Callable[..., Any]] = {}
-
-
-def _wrapper(schema_name: str) -> Callable[..., Any]:
-    wrapper = _WRAPPERS.get(schema_name)
-    if wrapper is None:
-        lane: Any = _SCHEDULER.lane(schema_name)  # an Executor; asgiref's hint says pool
-        wrapper = SyncToAsync(run_in_schema, thread_sensitive=False, executor=lane)  # type: ignore[arg-type]
-        _WRAPPERS[schema_name] = wrapper
-    return wrapper
 
 
 def current_schema() -> str:
@@ -250,27 +225,29 @@ async def in_schema(
     """Await `fn(*args, **kwargs)` run on a database thread inside `schema_name`, in the
     schema's own queue (see the module docstring: fair between tenants)."""
     started = time.perf_counter()
-    # A task of its own, so the wait can be given up on: cancelling a sync_to_async call
-    # that has started waits for its thread to finish, which is exactly the wait that must
-    # not happen here (hence no `wait_for`). The task runs in a copy of the caller's context,
-    # whose changes (sync_to_async hands back the thread's) are copied back when it is done.
+    # The call runs in a copy of the caller's context (what sync_to_async would do), whose
+    # changes are copied back when it is done. The scheduler's Future is awaited directly,
+    # not through sync_to_async, so the wait can be given up on: cancelling a sync_to_async
+    # call that has started waits for its thread, exactly the wait that must not happen here.
     context = contextvars.copy_context()
-    call: asyncio.Task[R] = asyncio.get_running_loop().create_task(
-        _wrapper(schema_name)(schema_name, fn, *args, **kwargs), context=context
+    call: Future[R] = _SCHEDULER.submit(
+        schema_name, context.run, run_in_schema, schema_name, fn, *args, **kwargs
     )
+    waiter = asyncio.wrap_future(call)
     try:
-        done, _ = await asyncio.wait((call,), timeout=settings.DB_UNAVAILABLE_TIMEOUT)
-        if call in done:
+        done, _ = await asyncio.wait((waiter,), timeout=settings.DB_UNAVAILABLE_TIMEOUT)
+        if waiter in done:
             _restore_context(context)
-            return call.result()
+            return waiter.result()
         # Abandoned: a call still queued is dropped (its Future is cancelled before a thread
         # takes it); one already running finishes on its thread unseen. It can have stored
         # its write; a resend with the same client_id is then answered with that message.
         call.cancel()
-        call.add_done_callback(_consume)
+        waiter.add_done_callback(_consume)
         raise DatabaseUnavailable()
     except asyncio.CancelledError:
         call.cancel()
+        waiter.add_done_callback(_consume)
         raise
     finally:
         DB_SECONDS.labels(getattr(fn, "__name__", "call")).observe(time.perf_counter() - started)
