@@ -25,7 +25,7 @@ from django.conf import settings
 from chat import events
 from chat.protocol import ServerFrame
 from infra.background import start_background
-from infra.redis_clients import async_pool
+from infra.redis_clients import async_pool, redis_key
 
 logger = logging.getLogger(__name__)
 PROCESS_ID = uuid.uuid4().hex[:16]
@@ -105,7 +105,7 @@ class Presence:
         # "Too many connections" and leaving stale presence behind.
         pool = async_pool(blocking=True, max_connections=PRESENCE_REDIS_CONNECTIONS, timeout=10)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
-        self.prefix = f"{settings.CHANNEL_PREFIX}:presence"
+        self.prefix = redis_key("presence")
         self.process_key_prefix = f"{self.prefix}:proc:"
         self.ttl = int(settings.PRESENCE_TTL)
         self._join = self.redis.register_script(_JOIN)

@@ -118,6 +118,14 @@ def _join(schema_name: str, slug: str, actor: Actor, create: bool = True) -> Roo
     return RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private)
 
 
+def _refuse_if_room_budget_spent(wait: float) -> None:
+    """`wait` from the user's room budget (ROOM_CREATE_RATE): 0 lets the room be created."""
+    if wait:
+        raise ChatError(
+            ErrorCode.RATE_LIMITED, "Too many rooms created.", retry_after=round_wait(wait)
+        )
+
+
 async def room_join(*, schema_name: str, slug: str, actor: Actor) -> RoomRef:
     """The room a socket joins: created as a public room if missing; private needs membership.
 
@@ -128,11 +136,7 @@ async def room_join(*, schema_name: str, slug: str, actor: Actor) -> RoomRef:
     """
     room = await in_schema(schema_name, _join, schema_name, slug, actor, False)
     if room is None:
-        wait = await room_create_bucket(schema_name, actor.id).atake()
-        if wait:
-            raise ChatError(
-                ErrorCode.RATE_LIMITED, "Too many rooms created.", retry_after=round_wait(wait)
-            )
+        _refuse_if_room_budget_spent(await room_create_bucket(schema_name, actor.id).atake())
         room = await in_schema(schema_name, _join, schema_name, slug, actor, True)
     assert room is not None
     return room
@@ -143,11 +147,7 @@ def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_priv
 
     Takes a token of the user's room budget (as a join that creates does); raises
     ChatError RATE_LIMITED (with `retry_after`) when it is spent."""
-    wait = room_create_bucket(schema_name, actor.id).take()
-    if wait:
-        raise ChatError(
-            ErrorCode.RATE_LIMITED, "Too many rooms created.", retry_after=round_wait(wait)
-        )
+    _refuse_if_room_budget_spent(room_create_bucket(schema_name, actor.id).take())
 
     def create() -> Room:
         with transaction.atomic():

@@ -99,9 +99,10 @@ def tenant_update(
         return tenant
 
     updated = run_in_schema("public", update)
-    tenants_changed()  # name, limits and activity are read from the host cache
     if is_active is False:
-        tenant_deactivate(tenant=updated)
+        tenant_deactivate(tenant=updated)  # tells the host caches too
+    else:
+        tenants_changed()  # name, limits and activity are read from the host cache
     return updated
 
 
