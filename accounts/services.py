@@ -70,6 +70,4 @@ def user_deactivate(*, schema_name: str, user: Any) -> None:
             )
 
     run_in_schema(schema_name, deactivate)
-    async_to_sync(events.close_group)(
-        events.user_group_name(schema_name, user.pk), CloseCode.UNAUTHORIZED
-    )
+    async_to_sync(events.close_user)(schema_name, user.pk, CloseCode.UNAUTHORIZED)

@@ -7,7 +7,8 @@ connection, a row changed by hand). Every WS_AUTH_RECHECK_INTERVAL seconds (with
 that pods do not query in step) each process re-checks ALL its open sockets, batched per
 tenant: one `in_schema` call of four queries per tenant, whatever the number of sockets
 (tenant active; users' is_active and is_staff; rooms' existence and privacy; memberships of
-the private ones). A socket whose user or tenant went inactive closes 4401; one whose room is
+the private ones; the rooms' last seq rides along, for chat/fanout.py's check of messages
+whose publish was lost). A socket whose user or tenant went inactive closes 4401; one whose room is
 gone, or private without its user as a member, closes 4403; a demoted admin's actor loses
 `is_admin` (services read it from the database anyway, see `chat.services._change_message`).
 """
@@ -26,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from chat import drain
+from chat import drain, fanout
 from chat.models import Membership, Room
 from chat.protocol import CloseCode
 from infra.background import start_background
@@ -43,6 +44,7 @@ class TenantState:
     active: bool
     users: dict[int, tuple[bool, bool]] = field(default_factory=dict)  # id: (active, staff)
     rooms: dict[int, bool] = field(default_factory=dict)  # id: is_private
+    last_seqs: dict[int, int] = field(default_factory=dict)  # id: last seq (for chat/fanout.py)
     members: set[tuple[int, int]] = field(default_factory=set)  # (room id, user id)
 
     def close_code(self, user_id: int, room_id: int | None) -> int | None:
@@ -72,7 +74,9 @@ def tenant_state(schema_name: str, user_ids: list[int], room_ids: list[int]) -> 
         .objects.filter(pk__in=user_ids)
         .values_list("pk", "is_active", "is_staff")
     }
-    rooms = dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "is_private"))
+    rows = Room.objects.filter(pk__in=room_ids).values_list("pk", "is_private", "last_seq")
+    rooms = {pk: is_private for pk, is_private, _ in rows}
+    last_seqs = {pk: last_seq for pk, _, last_seq in rows}
     private = [pk for pk, is_private in rooms.items() if is_private]
     members: set[tuple[int, int]] = set()
     if private:
@@ -81,7 +85,7 @@ def tenant_state(schema_name: str, user_ids: list[int], room_ids: list[int]) -> 
                 "room_id", "user_id"
             )
         )
-    return TenantState(active=True, users=users, rooms=rooms, members=members)
+    return TenantState(active=True, users=users, rooms=rooms, members=members, last_seqs=last_seqs)
 
 
 def _room_id(socket: Any) -> int | None:
@@ -114,6 +118,9 @@ async def recheck_sockets(schema_name: str, sockets: list[Any]) -> int:
     if not sockets:
         return 0
     state = await _state_for(schema_name, sockets)
+    hub = fanout.running_hub()
+    if hub is not None:  # the same query tells the fan-out of messages it never heard of
+        hub.check_tails(schema_name, state.last_seqs)
     closing = [(s, code) for s in sockets if (code := _apply(state, s)) is not None]
     await asyncio.gather(*(s.close_with(code) for s, code in closing), return_exceptions=True)
     return len(closing)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -11,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts.tokens import token_user_id, validate_access_token
-from chat import authz, drain, events, services
+from chat import authz, drain, events, fanout, services
 from chat.budgets import SocketSlot, socket_slot_acquire
 from chat.presence import presence_registry
 from chat.protocol import ClientFrame, CloseCode, ErrorCode, ServerFrame
@@ -24,7 +24,7 @@ from chat.ratelimit import TokenBucket
 from chat.selectors import replay_frames
 from chat.services import Actor, ChatError, RoomRef
 from infra import parsers
-from infra.metrics import BROADCAST_LATENCY, CLOSES, ERRORS, FRAMES_DELIVERED, OPEN_SOCKETS
+from infra.metrics import CLOSES, ERRORS, OPEN_SOCKETS
 from middleware.jwt import query_param
 from tenants.context import DatabaseUnavailable, in_schema
 
@@ -60,37 +60,50 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     handlers: dict[ClientFrame, Handler] = {}
     open_gauge: Any = None
     room: RoomRef | None = None
-    joined: list[str] = []
+    fan: list[fanout.Group] = []
     timers: list[asyncio.TimerHandle] = []
     expiry: asyncio.TimerHandle | None = None
     slot: SocketSlot | None = None
+    floor = 0  # fan-out frames with seq <= floor were sent by a replay already
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        closed = False
-
-        async def guarded_send(message: dict[str, Any]) -> None:
-            nonlocal closed
-            # Frames the client sent before our close are still handled; their answers
-            # (a pong after a 4401) would make uvicorn raise RuntimeError: dropped.
-            if closed:
-                return
-            closed = message["type"] == "websocket.close"
-            # A frame for a client that has just gone (a broadcast racing its close) raises
-            # ClientDisconnected (an OSError) in uvicorn; dropped here, so the queued
-            # `websocket.disconnect` still runs our cleanup instead of the consumer dying.
-            with contextlib.suppress(OSError):
-                await send(message)
-
+        """Channels' consumer loop without its channel layer: frames from other processes
+        reach this socket through the process's fan-out hub (chat/fanout.py), which writes
+        them into `self.out`; this loop only reads the client's own events."""
+        self.scope = scope
+        self.channel_layer = None
+        self.out = fanout.Outbox(send, self.overflow)
+        self.base_send = self.asgi_send
         try:
-            await super().__call__(scope, receive, guarded_send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             await self.cleanup()  # whatever ended the consumer (safe to run twice)
+
+    async def asgi_send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            self.out.write(message["text"])
+        elif kind == "websocket.close":
+            await self.out.close(message.get("code", 1000))
+        elif not self.out.close_sent:
+            await self.out.send(message)
+
+    def overflow(self) -> None:
+        """The client stopped reading and its unsent frames passed WS_MAX_OUTBOUND_BYTES."""
+        self.kick(CloseCode.SLOW_CLIENT)
+
+    def kick(self, code: int) -> None:
+        """Close from outside the socket's own task (the hub, timers): never waits for it."""
+        self.spawn(self.close_with(code))
 
     async def connect(self) -> None:
         tenant = self.scope["tenant"]
         self.schema_name: str = tenant.schema_name
         self.actor = Actor.of(self.scope["user"])
-        self.joined: list[str] = []
+        self.fan = []
         self.timers: list[asyncio.TimerHandle] = []
         self.expiry: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -126,7 +139,6 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     async def start(self) -> None:
         """Accept, and start what lives as long as the socket does."""
         await self.accept()
-        self.delivered = FRAMES_DELIVERED.labels(self.schema_name)
         self.open_gauge = OPEN_SOCKETS.labels(self.schema_name)
         self.open_gauge.inc()
         drain.register(self)
@@ -147,15 +159,19 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     async def drain(self) -> None:
         await self.close_with(CloseCode.GOING_AWAY)
 
-    async def join_groups(self, *groups: str) -> None:
-        self.joined = list(groups)
-        channel = self.channel_name
-        await asyncio.gather(*(self.channel_layer.group_add(g, channel) for g in groups))
+    async def join_groups(self, *groups: str, room_slug: str | None = None) -> list[fanout.Group]:
+        """Into the process's fan-out groups, subscribed in Redis before this returns (so a
+        deactivation, removal or message from now on is either seen by the checks that
+        follow or delivered to us: held until the handshake is done)."""
+        hub = fanout.hub()
+        self.fan = hub.attach(self, list(groups), room_slug=room_slug)
+        await hub.subscribed(self.fan)
+        return self.fan
 
-    async def leave_groups(self) -> None:
-        joined, self.joined = self.joined, []
-        channel = self.channel_name
-        await asyncio.gather(*(self.channel_layer.group_discard(g, channel) for g in joined))
+    def leave_groups(self) -> None:
+        fan, self.fan = self.fan, []
+        if fan:
+            fanout.hub().detach(self, fan)
 
     async def disconnect(self, code: int) -> None:
         await self.cleanup()
@@ -174,8 +190,8 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         if self.slot is not None:
             slot, self.slot = self.slot, None
             await slot.release()
-        if self.joined:
-            await self.leave_groups()
+        self.leave_groups()
+        self.out.discard()
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -285,29 +301,11 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         ERRORS.labels(str(code)).inc()
         await self.send_frame(events.error(code, detail, **extra))
 
-    # --- channel-layer events (types are set by chat.events, never by clients) ----------
-
-    async def socket_close(self, event: dict[str, Any]) -> None:
-        """A kick for every socket of a user or tenant (deactivation: 4401)."""
-        await self.close_with(event["code"])
-
-    async def room_kick(self, event: dict[str, Any]) -> None:
-        """A kick for one user's sockets in one room (removed member: 4403)."""
-        if self.room is not None and event["room"] == self.room.slug:
-            await self.close_with(event["code"])
-
-    async def room_recheck(self, event: dict[str, Any]) -> None:
-        """The room changed (made private): this process re-checks its sockets of the room
-        in one batched query, closing those of non-members with 4403."""
-        if self.room is not None and event["room"] == self.room.slug:
-            authz.recheck_room_soon(self.schema_name, self.room.slug)
-
 
 class ChatConsumer(TenantSocketConsumer):
     """One socket in one room: `/ws/chat/<room>/?token=...[&since=<seq>]`."""
 
     group = ""
-    replayed_up_to = 0
     present = False
 
     async def open(self) -> None:
@@ -320,20 +318,23 @@ class ChatConsumer(TenantSocketConsumer):
             return await self.reject(CloseCode.BAD_REQUEST)
         # Join the groups first, then check access in the database: a deactivation, removal
         # or message published in between is then either seen by the check or delivered to
-        # us; frames wait in our queue until connect() returns, so none is lost.
+        # us; fan-out frames are held until the handshake is done, so none is lost.
         self.group = events.room_group_name(self.schema_name, slug)
-        await self.join_groups(
-            self.group,
-            events.user_group_name(self.schema_name, self.actor.id),
-            events.tenant_group_name(self.schema_name),
+        fan = await self.join_groups(
+            self.group, events.tenant_group_name(self.schema_name), room_slug=slug
         )
+        feed = fan[0]
+        assert isinstance(feed, fanout.RoomFeed)
+        hub = fanout.hub()
         try:
+            await hub.prepare(feed)
             self.room = await services.room_join(
                 schema_name=self.schema_name, slug=slug, actor=self.actor
             )
         except ChatError as exc:
-            await self.leave_groups()
+            self.leave_groups()
             return await self.reject(_JOIN_REFUSALS.get(exc.code, CloseCode.FORBIDDEN))
+        await hub.bind(feed, self.room.id)
         self.typing_bucket = TokenBucket(2.0, 5)
         first, users = await self.presence_join()
         await self.start()
@@ -343,6 +344,7 @@ class ChatConsumer(TenantSocketConsumer):
             await events.broadcast(self.group, frame)
         if since is not None:
             await self.replay(since)
+        self.out.release(self.floor)
 
     async def presence_join(self) -> tuple[bool, list[str]]:
         try:
@@ -355,7 +357,7 @@ class ChatConsumer(TenantSocketConsumer):
 
     async def replay(self, since: int) -> None:
         """`since=<seq>`: every later message in order, then `resume.done`; live copies of
-        replayed messages (already queued for us) are dropped by `room_frame`."""
+        replayed messages (held for us, or still on their way) are dropped by `floor`."""
         assert self.room is not None
         frames, last_seq = await in_schema(
             self.schema_name,
@@ -370,7 +372,7 @@ class ChatConsumer(TenantSocketConsumer):
         # A `since` beyond the room's last seq (a room deleted and made again) must not
         # swallow the live messages that will get those numbers.
         replayed = [f["seq"] for f in frames]
-        self.replayed_up_to = max([min(since, last_seq), *replayed])
+        self.floor = max([min(since, last_seq), *replayed])
         await self.send_frame(events.resume_done(max([since, *replayed])))
 
     async def cleanup(self) -> None:
@@ -400,8 +402,9 @@ class ChatConsumer(TenantSocketConsumer):
             actor=self.actor,
             body=content.get("message"),
             client_id=content.get("client_id"),
+            skip=self,
         )
-        if not created:  # a resend: only the sender hears about it, with the original frame
+        if not created:  # a resend: the sender hears the original frame, as its answer
             await self.send_frame(frame)
 
     async def on_typing(self, content: dict[str, Any]) -> None:
@@ -411,7 +414,7 @@ class ChatConsumer(TenantSocketConsumer):
             schema_name=self.schema_name,
             room=self.room_ref(),
             actor=self.actor,
-            channel=self.channel_name,
+            skip=self,
         )
 
     async def on_read(self, content: dict[str, Any]) -> None:
@@ -456,16 +459,6 @@ class ChatConsumer(TenantSocketConsumer):
 
     # --- channel-layer events -----------------------------------------------------------
 
-    async def room_frame(self, event: dict[str, Any]) -> None:
-        if event.get("skip") == self.channel_name:
-            return
-        seq = event.get("seq")
-        if seq is not None and seq <= self.replayed_up_to:
-            return  # already sent by the replay
-        await self.send(text_data=event["text"])
-        self.delivered.inc()
-        BROADCAST_LATENCY.observe(time.time() - event["at"])
-
 
 class NotificationConsumer(TenantSocketConsumer):
     """Per-user events from anywhere in the tenant: `/ws/notifications/?token=...`."""
@@ -473,15 +466,15 @@ class NotificationConsumer(TenantSocketConsumer):
     async def open(self) -> None:
         await self.join_groups(
             events.notify_group_name(self.schema_name, self.actor.id),
-            events.user_group_name(self.schema_name, self.actor.id),
             events.tenant_group_name(self.schema_name),
         )
         try:
             await services.access_check(schema_name=self.schema_name, actor=self.actor)
         except ChatError:
-            await self.leave_groups()
+            self.leave_groups()
             return await self.reject(CloseCode.UNAUTHORIZED)
         await self.start()
+        self.out.release()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         try:
@@ -495,6 +488,3 @@ class NotificationConsumer(TenantSocketConsumer):
         ClientFrame.PING: TenantSocketConsumer.on_ping,
         ClientFrame.AUTH: TenantSocketConsumer.on_auth,
     }
-
-    async def user_frame(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])

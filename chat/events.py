@@ -3,6 +3,7 @@ that sends to a group.
 
 A frame is serialised to JSON once, here, and travels through the channel layer as text;
 every socket of the room then writes that same string (no per-recipient encoding or query).
+Receiving is chat/fanout.py's: one subscription per group and process.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-from channels.layers import get_channel_layer
-from redis.exceptions import RedisError
-
+from chat import fanout
 from chat.protocol import ErrorCode, ServerFrame
-from infra.metrics import LAYER_SECONDS, LAYER_SEND_FAILURES
-from infra.redis_clients import warn_redis_trouble
+from infra.metrics import LAYER_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +37,8 @@ _KINDS = frozenset({"room", "user", "notify", "tenant"})
 # Never taken from client input: the type of a layer message picks the handler that runs.
 ROOM_FRAME = "room.frame"  # an encoded frame for every socket of a room
 USER_FRAME = "user.frame"  # an encoded frame for a user's notification sockets
-SOCKET_CLOSE = "socket.close"  # close every socket of a user or tenant
-ROOM_KICK = "room.kick"  # close one user's sockets in one room
+SOCKET_CLOSE = "socket.close"  # close every socket of a group (or of one `user` in it)
+ROOM_KICK = "room.kick"  # close one user's sockets in one room (sent to the tenant group)
 ROOM_RECHECK = "room.recheck"  # re-check every socket of a room against the database
 
 
@@ -139,41 +137,39 @@ PING_TEXT = encode({"type": ServerFrame.PING})
 # --- sending --------------------------------------------------------------------------------
 
 
-async def _group_send(group: str, event: dict[str, Any]) -> None:
-    """The only call of `group_send` in the project."""
+async def _group_send(group: str, event: dict[str, Any], *, skip: Any = None) -> None:
+    """The only way out: this process's sockets at once, the others through `group_send`
+    (chat/fanout.py)."""
     started = time.time()
-    try:
-        await get_channel_layer().group_send(group, event)
-    except (RedisError, OSError):
-        # Redis away: what this event reports is already stored (PostgreSQL is the source of
-        # truth), so the caller's write succeeded and must not turn into a 500 or a dead
-        # socket; the lost frame is counted and logged at most every few seconds.
-        LAYER_SEND_FAILURES.inc()
-        warn_redis_trouble(logger, "channel-layer send failed: Redis unreachable")
-        return
+    await fanout.publish(group, event, skip=skip)
     LAYER_SECONDS.labels("group_send").observe(time.time() - started)
 
 
 async def broadcast(
-    group: str, frame: dict[str, Any], *, seq: int | None = None, skip: str | None = None
+    group: str, frame: dict[str, Any], *, seq: int | None = None, skip: Any = None
 ) -> None:
     """Send a frame to every socket in `group`, on every server process.
 
-    `seq` lets a resuming socket drop live copies of messages it replayed; `skip` names a
-    channel that must not get the frame (the typist of `user.typing`).
+    `seq` (a `chat.message`) puts the frame in the room's ordered, gap-repaired stream;
+    `skip` is a local socket that must not get the frame (the typist of `user.typing`).
     """
-    event: dict[str, Any] = {"type": ROOM_FRAME, "text": encode(frame), "at": time.time()}
+    text = encode(frame)
+    event: dict[str, Any] = {"type": ROOM_FRAME, "text": text, "n": _size(text), "at": time.time()}
     if seq is not None:
         event["seq"] = seq
-    if skip is not None:
-        event["skip"] = skip
-    await _group_send(group, event)
+    await _group_send(group, event, skip=skip)
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 async def notify_user(schema_name: str, user_id: int, frame: dict[str, Any]) -> None:
     """Send a frame to one user's notification sockets, on every process."""
+    text = encode(frame)
     await _group_send(
-        notify_group_name(schema_name, user_id), {"type": USER_FRAME, "text": encode(frame)}
+        notify_group_name(schema_name, user_id),
+        {"type": USER_FRAME, "text": text, "n": _size(text)},
     )
 
 
@@ -182,11 +178,19 @@ async def close_group(group: str, code: int) -> None:
     await _group_send(group, {"type": SOCKET_CLOSE, "code": int(code)})
 
 
+async def close_user(schema_name: str, user_id: int, code: int) -> None:
+    """Close every socket of one user in one tenant, on any process. Sent to the tenant's
+    group, which every socket of the tenant is in already: no subscription per user."""
+    await _group_send(
+        tenant_group_name(schema_name), {"type": SOCKET_CLOSE, "code": int(code), "user": user_id}
+    )
+
+
 async def kick_from_room(schema_name: str, user_id: int, room_slug: str, code: int) -> None:
     """Close one user's sockets in one room, on any process."""
     await _group_send(
-        user_group_name(schema_name, user_id),
-        {"type": ROOM_KICK, "room": room_slug, "code": int(code)},
+        tenant_group_name(schema_name),
+        {"type": ROOM_KICK, "room": room_slug, "user": user_id, "code": int(code)},
     )
 
 

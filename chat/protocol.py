@@ -11,6 +11,8 @@ class CloseCode(IntEnum):
     BAD_REQUEST = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
+    SLOW_CLIENT = 4408  # unsent frames passed WS_MAX_OUTBOUND_BYTES (chat/fanout.py)
+    RESYNC = 4409  # the live stream could not be kept complete; resume with `since`
     TOO_MANY_SOCKETS = 4429  # also: a join that would create a room past the budget
     # A handshake while PostgreSQL is unreachable: RFC 6455's "try again later"; clients
     # reconnect (with backoff) as after 1001 / 1012.

@@ -46,6 +46,32 @@ def replay_frames(
     return frames, last_seq
 
 
+def repair_frames(
+    *, room_id: int, slug: str, since: int, limit: int
+) -> tuple[list[dict[str, Any]] | None, int | None]:
+    """What a gap repair delivers: the room's last seq first (every seq up to it is committed:
+    the trigger raises it in the inserting transaction), then the messages after `since` up
+    to it, oldest first. None instead of the frames when more than `limit` are missing, or
+    the room is gone (last seq None)."""
+    last_seq = Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first()
+    if last_seq is None or last_seq - since > limit:
+        return None, last_seq
+    messages = (
+        Message.objects.filter(
+            room_id=room_id, seq__gt=since, seq__lte=last_seq, deleted_at__isnull=True
+        )
+        .select_related("user")
+        .order_by("seq")
+    )
+    frames = [events.chat_message(m, room=slug, user=m.user.get_username()) for m in messages]
+    return frames, last_seq
+
+
+def rooms_last_seq(room_ids: list[int]) -> dict[int, int]:
+    """The last seq of each room (one query, for the fan-out's check after a reconnect)."""
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
+
+
 def _frames(
     room_id: int, slug: str, *, before: int | None, after: int | None, limit: int
 ) -> list[dict[str, Any]]:

@@ -322,13 +322,22 @@ def _persist_message(
 
 
 async def message_send(
-    *, schema_name: str, room: RoomRef, actor: Actor, body: Any, client_id: Any = None
+    *,
+    schema_name: str,
+    room: RoomRef,
+    actor: Actor,
+    body: Any,
+    client_id: Any = None,
+    skip: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """Persist a message, then broadcast it to the room on every process.
 
-    Returns the `chat.message` frame and whether it is new; a resend with a known
-    `client_id` returns the original frame and broadcasts nothing. Raises ChatError
-    UNAUTHORIZED if the user or the tenant is no longer active (read from the database).
+    Returns the `chat.message` frame and whether it is new. A resend with a known
+    `client_id` returns the original frame, and broadcasts it again (but to `skip`, the
+    sender's socket, which gets it as its answer): if its first publish was lost (Redis
+    away, its process killed), the room gets it now; where it was delivered, the fan-out
+    drops the copy by its seq. Raises ChatError UNAUTHORIZED if the user or the tenant is
+    no longer active (read from the database).
     """
     text = clean_message_body(body)
     cid = clean_client_id(client_id)
@@ -336,10 +345,12 @@ async def message_send(
         schema_name, _persist_message, room.id, actor.id, text, cid
     )
     frame = events.chat_message(message, room=room.slug, user=actor.username)
-    if created:
+    # The row is committed (autocommit) before any socket can see the frame.
+    group = events.room_group_name(schema_name, room.slug)
+    if not created:
+        await events.broadcast(group, frame, seq=message.seq, skip=skip)
+    else:
         MESSAGES_PERSISTED.labels(schema_name).inc()
-        # The row is committed (autocommit) before any socket can see the frame.
-        group = events.room_group_name(schema_name, room.slug)
         await events.broadcast(group, frame, seq=message.seq)
         for user_id in mentioned:
             mention = {"type": "mention", "room": room.slug, "message": frame}
@@ -418,10 +429,11 @@ async def message_delete(
 # --- typing and read markers ----------------------------------------------------------------
 
 
-async def typing_announce(*, schema_name: str, room: RoomRef, actor: Actor, channel: str) -> None:
-    """Tell the room's other sockets that the user is typing (nothing is stored)."""
+async def typing_announce(*, schema_name: str, room: RoomRef, actor: Actor, skip: Any) -> None:
+    """Tell the room's other sockets that the user is typing (nothing is stored); `skip` is
+    the typist's socket."""
     frame = events.user_event(ServerFrame.USER_TYPING, actor.username)
-    await events.broadcast(events.room_group_name(schema_name, room.slug), frame, skip=channel)
+    await events.broadcast(events.room_group_name(schema_name, room.slug), frame, skip=skip)
 
 
 def _move_marker(room_id: int, user_id: int, seq: int) -> tuple[int, bool]:

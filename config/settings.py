@@ -202,6 +202,19 @@ WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 30.0)
 DRAIN_TIMEOUT = env_float("DRAIN_TIMEOUT", 10.0)  # SIGTERM: wait this long for 1001 closes
 WS_REPLAY_LIMIT = 1000  # `since=` replays at most this many messages
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 1024 * 1024)
+# The delivery path (chat/fanout.py). A socket whose unsent frames pass this many bytes
+# (counted in the process, kernel buffers aside) is closed with 4408.
+WS_MAX_OUTBOUND_BYTES = env_int("WS_MAX_OUTBOUND_BYTES", 1024 * 1024)
+# A hole in a room's seq stream waits this long for the missing frame before it is read
+# from PostgreSQL; a room that missed more than WS_REPAIR_LIMIT messages, or cannot be read
+# for WS_REPAIR_GIVE_UP seconds, closes its sockets with 4409.
+WS_GAP_WAIT = env_float("WS_GAP_WAIT", 0.5)
+WS_REPAIR_LIMIT = env_int("WS_REPAIR_LIMIT", 1000)
+WS_REPAIR_GIVE_UP = env_float("WS_REPAIR_GIVE_UP", 30.0)
+# A group with no socket left on the process stays subscribed this long (a reconnect soon
+# after finds it ready); a handshake waits at most WS_SUBSCRIBE_TIMEOUT for a subscription.
+WS_FEED_LINGER = env_float("WS_FEED_LINGER", 30.0)
+WS_SUBSCRIBE_TIMEOUT = env_float("WS_SUBSCRIBE_TIMEOUT", 2.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)
 CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 20)

@@ -26,6 +26,17 @@ LAYER_SEND_FAILURES = Counter(
     "Channel-layer sends that Redis did not take (the change itself is stored)",
     registry=REGISTRY,
 )
+FANOUT_REPAIRS = Counter(
+    "chat_fanout_repairs_total",
+    "Gap repairs from PostgreSQL, by cause (hole, reconnect, tail, unrepairable)",
+    ["reason"],
+    registry=REGISTRY,
+)
+FANOUT_REPAIRED_FRAMES = Counter(
+    "chat_fanout_repaired_frames_total",
+    "Messages read back from PostgreSQL by gap repairs",
+    registry=REGISTRY,
+)
 ERRORS = Counter("chat_errors_total", "Error frames sent, by code", ["code"], registry=REGISTRY)
 CLOSES = Counter(
     "chat_close_codes_total", "Sockets closed by the server, by code", ["code"], registry=REGISTRY

@@ -51,6 +51,7 @@ class DatabaseUnavailableClose:
             closed = closed or message["type"] == "websocket.close"
             await send(message)
 
+        tracking_send.__wrapped__ = send  # type: ignore[attr-defined]  # chat/fanout.py unwraps
         try:
             await self.app(scope, tracking_receive, tracking_send)
         except DatabaseUnavailable:

@@ -1,4 +1,4 @@
-"""Background tasks (presence heartbeat, channel-layer receive loop, authorization re-check)
+"""Background tasks (presence heartbeat, the fan-out hub's pub/sub reader, authorization re-check)
 log under no tenant and no request id, although a tenant's socket started them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tests.realtime_helpers import Sockets, say
 
 BACKGROUND_LINES = (
     "presence heartbeat: ",
-    "channel layer receive loop started",
+    "fan-out hub started",
     "authorization re-check: ",
 )
 
