@@ -202,10 +202,12 @@ async def run_recovery(
             break
         await asyncio.sleep(0.05)
 
-    missing = duplicates = 0
+    missing = duplicates = missing_by_back = 0
     for s in socks:
         want = range(s.base + 1, target_end.get(s.room, 0) + 1)
         missing += sum(1 for q in want if q not in s.seen)
+        upto = target_back.get(s.room, 0)
+        missing_by_back += sum(1 for q in want if q <= upto and q not in s.seen)
         duplicates += sum(c - 1 for c in s.seen.values() if c > 1)
     closes: Counter[str] = Counter()
     for s in socks:
@@ -235,6 +237,7 @@ async def run_recovery(
         "time_to_complete_all_s": round(done_all, 2) if done_all is not None else None,
         "timeout_s": timeout,
         "missing": missing,
+        "missing_by_back": missing_by_back,
         "duplicates": duplicates,
         "closes": dict(closes),
         "closed_4409": closes.get("4409", 0),

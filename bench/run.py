@@ -305,7 +305,7 @@ class KneeSearch:
         self.ladder = ladder
         self.i = 0
         self.bisect_left = bisect
-        self.halvings = 3
+        self.halvings = runner.args.halvings
         self.runner = runner
         self.lo: tuple[float, dict[str, Any]] | None = None  # best pass
         self.hi: tuple[float, dict[str, Any]] | None = None  # lowest fail above it
@@ -394,6 +394,8 @@ class Runner:
 
     def wait_quiet(self) -> float | None:
         # Waiting for a quiet machine is a luxury of the first 60 % of the budget.
+        if self.args.quiet_budget <= 0:
+            return None
         return self.quiet.wait() if self.time_left() > 0.4 else None
 
     def system_args(self, name: str) -> list[str]:
@@ -539,7 +541,9 @@ class Runner:
     def run_step(self, servers: Servers, rate: float) -> dict[str, Any]:
         report = self.step(servers, rate)
         # Somebody else's load (another test run) during a failed step: measure it again.
-        if not report["pass"] and report["disturbed"] and self.time_left() <= 0.3:
+        if not report["pass"] and report["disturbed"] and not self.args.retries:
+            pass
+        elif not report["pass"] and report["disturbed"] and self.time_left() <= 0.3:
             self.skipped.append(f"no retry of {servers.name} at {rate:g}/s (time budget)")
         elif not report["pass"] and report["disturbed"]:
             log(
@@ -788,10 +792,12 @@ def main() -> None:
         help="a step is disturbed when other processes used more than this %% of a core",
     )
     ap.add_argument("--connect-retries", type=int, default=1)
+    ap.add_argument("--retries", type=int, default=1, help="a disturbed failing step again (0/1)")
+    ap.add_argument("--halvings", type=int, default=3, help="below the ladder if it fails")
     ap.add_argument("--no-slow", dest="slow", action="store_false", help="skip the slow run")
     ap.add_argument("--slow-rate", type=float, default=0.0, help="per sender; 0: half the knee")
-    ap.add_argument("--slow-pad", type=int, default=2000, help="characters added to each body")
-    ap.add_argument("--slow-duration", type=float, default=20.0)
+    ap.add_argument("--slow-pad", type=int, default=3800, help="characters added to each body")
+    ap.add_argument("--slow-duration", type=float, default=30.0)
     ap.add_argument("--slow-read", type=float, default=5.0)
     ap.add_argument("--slow-repeats", type=int, default=1)
     ap.add_argument("--no-recovery", dest="recovery", action="store_false")
@@ -839,21 +845,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         quick = {
-            "rates": "0.5,2,6",
+            "rates": "0.5,2",
             "duration": 3.0,
             "warmup": 1.0,
-            "drain": 3.0,
+            "drain": 2.0,
             "bisect": 0,
             "repeats": 2,
             "connections": 300,
             "connect_retries": 0,
-            "slow_duration": 4.0,
+            "retries": 0,
+            "halvings": 1,
+            "slow_duration": 3.0,
             "slow_read": 2.0,
             "recovery_rooms": 4,
-            "recovery_phase": 2.0,
-            "recovery_timeout": 15.0,
+            "recovery_phase": 1.5,
+            "recovery_timeout": 8.0,
             "profile": "off",
-            "quiet_budget": 10.0,
+            "quiet_budget": 0.0,
             "budget": 240.0,
         }
         for key, value in quick.items():
@@ -870,18 +878,24 @@ def main() -> None:
     database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/tenantchat")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     tmp = Path(tempfile.mkdtemp(prefix="tenantchat-bench-"))
+    # The baselines' databases sit next to the project's: bench_raw and bench_seed for the
+    # default `tenantchat`, <db>_bench_raw and <db>_bench_seed for any other (so that two
+    # checkouts on one PostgreSQL do not empty each other's tables).
+    base_db = urlsplit(database_url).path.lstrip("/") or "tenantchat"
+    raw_db = "bench_raw" if base_db == "tenantchat" else f"{base_db}_bench_raw"
+    seed_db = "bench_seed" if base_db == "tenantchat" else f"{base_db}_bench_seed"
     cfg: dict[str, Any] = {
         "secret": "bench-" + secrets.token_hex(24),
         "database_url": database_url,
         "redis_url": redis_url,
-        "raw_url": db_url(database_url, "bench_raw"),
-        "seed_url": db_url(database_url, "bench_seed"),
+        "raw_url": db_url(database_url, raw_db),
+        "seed_url": db_url(database_url, seed_db),
         "domain": "bench.localhost",
         "tokens": tmp / "tokens.json",
         "pg_dbs": [
-            urlsplit(database_url).path.lstrip("/") or "tenantchat",
-            "bench_raw",
-            "bench_seed",
+            base_db,
+            raw_db,
+            seed_db,
         ],
     }
     log(f"work dir {tmp}")
@@ -919,10 +933,10 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     if "raw" in names:
-        ensure_database(database_url, "bench_raw")
+        ensure_database(database_url, raw_db)
         subprocess.run([PY, str(BENCH / "raw_app.py"), "--init-db", cfg["raw_url"]], check=True)
     if "seed" in names:
-        ensure_database(database_url, "bench_seed")
+        ensure_database(database_url, seed_db)
         seed_env = {
             **env,
             "SEED_DATABASE_URL": cfg["seed_url"],
@@ -987,7 +1001,7 @@ def main() -> None:
                 for n in ordered
                 if k == 1 or n in ("raw", "project-1", "project-2")
             }
-            if k > 1 and runner.time_left() < 0.4:
+            if k > 1 and runner.time_left() < 0.3:
                 notes.append(f"knee search repeated {k - 1} times only (time budget)")
                 break
             for name, res in runner.interleaved_search(group, k, prev).items():
