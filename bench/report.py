@@ -268,7 +268,10 @@ def judge(
                 "goal": "slow clients (1 in 10 never reads): the others keep the SLO",
                 "measured": f"p99 {sl['p99_ms']} ms, ratio {sl['ratio']}",
                 "value": sl["pass"],
-                "verdict": _verdict(sl["pass"], dist),
+                # a control that fails too says nothing about the slow clients
+                "verdict": _verdict(sl["pass"], dist)
+                if base["pass"] or sl["pass"]
+                else "not judged (fails without slow clients too)",
                 "detail": (sl["why"] or "every frame, p99 within the SLO")
                 + f"; {pair['rate_per_sender']:g}/sender, {sl['slow']} slow sockets",
             }
