@@ -131,6 +131,7 @@ async def run_recovery(
             s.closes[str(s.ws.close_code)] += 1
             s.reconnects += 1
             since = s.contiguous()
+            await asyncio.sleep(0.05)  # a server that closes every handshake: no hot loop
 
     async def send_loop(s: Sock) -> None:
         period = 1.0 / rate
