@@ -664,7 +664,7 @@ def slow_client_run(
         # and as much traffic as it can take, so that a slow socket's backlog can pass 1 MiB.
         # The run without slow clients at the same rate is the control.
         passed = sorted(k["pass_rate"] for k in knees if k["pass_rate"] is not None)
-        knee = passed[len(passed) // 2] if passed else args.rates[0]
+        knee = passed[(len(passed) - 1) // 2] if passed else args.rates[0]  # lower median
         rate = round(0.75 * knee, 3)
     common = ["--pad", str(args.slow_pad), "--duration", f"{args.slow_duration:g}"]
     pairs = []
