@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstat import CpuSampler, postgres_pids, raise_nofile, rss_kib
+from procstat import CpuSampler, OtherCpu, pids_named, postgres_pids, raise_nofile, rss_kib
 
 try:
     import uvloop
@@ -115,6 +115,9 @@ class Worker:
         self.hist = [0] * NBINS
         self.delivered = 0
         self.warm_delivered = 0
+        self.in_window = 0  # chat.message frames received inside the measured window
+        self.slow_closed: Counter[str] = Counter()
+        self.slow_frames = 0
         self.sent = 0
         self.errors: Counter[str] = Counter()
         self.connect_errors: Counter[str] = Counter()
@@ -134,12 +137,22 @@ class Worker:
         path = self.args.path_template.format(room=room, token=self.users[user]["access"])
         return f"ws://{header_host}{path}", host, port
 
-    async def open(self, room_index: int, room: str, user: int) -> Any:
+    async def open(self, room_index: int, room: str, user: int, slow: bool = False) -> Any:
         uri, host, port = self.uri(room_index, room, user)
+        sock = None
+        if slow:
+            # A client that stops reading: a small receive buffer (set before connecting, so
+            # the TCP window stays small) makes the server's own buffers fill, not the kernel's.
+            import socket
+
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         return await connect(
             uri,
-            host=host,
-            port=port,
+            **where,
             compression=None if not self.args.compression else "deflate",
             ping_interval=None,
             ping_timeout=None,
@@ -163,6 +176,8 @@ class Worker:
                     m = ts_search(text)
                     if m is None:
                         continue
+                    if self.window_start <= now < self.window_end:
+                        self.in_window += 1
                     t = int(m.group(1))
                     if t >= self.window_start:
                         lat = now - t
@@ -194,6 +209,7 @@ class Worker:
         end = self.window_end
         start = self.window_start
         send = ws.send
+        pad = "|" + "x" * self.args.pad if self.args.pad else ""
         while True:
             now = _now()
             if due > now:
@@ -203,7 +219,7 @@ class Worker:
                 return
             t = _now()
             try:
-                await send(f'{{"type":"message","message":"{t}|{sender_id}|{n}"}}')
+                await send(f'{{"type":"message","message":"{t}|{sender_id}|{n}{pad}"}}')
             except websockets.ConnectionClosed:
                 self.errors["send_on_closed"] += 1
                 return
@@ -214,18 +230,36 @@ class Worker:
                 self.lags.append(lag)
             due += int(period * (0.5 + rnd.random()))  # jittered: mean = period
 
+    async def slow_reader(self, ws: Any) -> None:
+        """A slow client that finally reads: drain what the server kept, note how it ended."""
+        try:
+            async for _text in ws:
+                self.slow_frames += 1
+        except websockets.ConnectionClosed:
+            pass
+        # The server ended it (or it broke) while the client read what was left.
+        self.slow_closed[str(ws.close_code)] += 1
+
     async def run_sweep(self, rooms: list[dict[str, Any]]) -> dict[str, Any]:
         args = self.args
         sockets: list[tuple[Any, int, str]] = []  # (ws, room index, sender id or "")
+        slow_sockets: list[Any] = []
+        n_slow = args.members // args.slow_every if args.slow_every else 0
         sem = asyncio.Semaphore(max(1, args.concurrency // args.procs))
 
         async def one(room: dict[str, Any], m: int, user: int) -> None:
+            # The last members of a room (never senders) are the slow ones, if any.
+            slow = m >= args.members - n_slow
             async with sem:
                 try:
-                    ws = await self.open(room["index"], room["room"], user)
+                    ws = await self.open(room["index"], room["room"], user, slow=slow)
                 except Exception as exc:
                     self.connect_errors[type(exc).__name__] += 1
                     return
+            if slow:
+                ws.transport.pause_reading()  # never reads again until the run is over
+                slow_sockets.append(ws)
+                return
             sid = f"{room['index']}.{m}" if m < args.senders else ""
             sockets.append((ws, room["index"], sid))
 
@@ -246,11 +280,24 @@ class Worker:
         cpu1 = _cpu_seconds()
         await asyncio.gather(*senders)
         # Drain: wait for every message of the window to reach every member, or give up.
-        expected = self.sent * args.members
+        expected = self.sent * (args.members - n_slow)
         deadline = time.monotonic() + args.drain
         while self.delivered < expected and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         drain_s = args.drain - max(0.0, deadline - time.monotonic())
+        if slow_sockets:
+            # The slow clients read at last: how many did the server close, and with what?
+            for ws in slow_sockets:
+                ws.transport.resume_reading()
+            slow_tasks = [asyncio.ensure_future(self.slow_reader(ws)) for ws in slow_sockets]
+            await asyncio.wait(slow_tasks, timeout=args.slow_read)
+            for t in slow_tasks:
+                if not t.done():
+                    t.cancel()  # still open after reading for --slow-read s
+                    self.slow_closed["still open"] += 1
+            await asyncio.wait(
+                [asyncio.ensure_future(ws.close()) for ws in slow_sockets], timeout=5
+            )
         if sockets:
             await asyncio.wait(
                 [asyncio.ensure_future(ws.close()) for ws, _, _ in sockets], timeout=5
@@ -265,6 +312,10 @@ class Worker:
             "expected": expected,
             "delivered": self.delivered,
             "warm_delivered": self.warm_delivered,
+            "in_window": self.in_window,
+            "slow": len(slow_sockets),
+            "slow_closed": dict(self.slow_closed),
+            "slow_frames": self.slow_frames,
             "hist": {i: c for i, c in enumerate(self.hist) if c},
             "lat_max_ns": self.lat_max_ns,
             "lag_p99_ns": self.lags[int(0.99 * (len(self.lags) - 1))] if self.lags else 0,
@@ -387,6 +438,19 @@ def _sampler(args: argparse.Namespace, worker_pids: list[int]) -> CpuSampler:
     return CpuSampler(groups)
 
 
+def _other(args: argparse.Namespace, worker_pids: list[int]) -> OtherCpu:
+    """Everything on the machine that is not part of the benchmark."""
+    dbs = [d for d in args.pg_dbs.split(",") if d] or None
+    fixed = set(worker_pids)
+    fixed |= {int(p) for p in args.server_pids.split(",") if p}
+    fixed |= {int(p) for p in args.exclude_pids.split(",") if p}
+
+    def ours() -> set[int]:
+        return fixed | set(postgres_pids(dbs)) | set(pids_named("redis-server"))
+
+    return OtherCpu(ours)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--url", required=True, help="ws://127.0.0.1:8000 (comma-separate several)")
@@ -412,10 +476,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--pg-dbs", default="", help="count only these databases' PostgreSQL backends (CPU)"
     )
     ap.add_argument("--compression", action="store_true", help="offer permessage-deflate")
+    ap.add_argument("--pad", type=int, default=0, help="characters added to each message body")
+    ap.add_argument(
+        "--slow-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="one socket in N never reads (pauses its transport) until the step is over",
+    )
+    ap.add_argument("--slow-read", type=float, default=5.0, help="seconds slow clients read at end")
+    ap.add_argument(
+        "--exclude-pids",
+        default="",
+        help="more pids that are ours (idle servers of other systems): not counted as other",
+    )
     ap.add_argument("--out", default=None, help="also write the JSON report here")
     args = ap.parse_args(argv)
     if not args.connect_only and not 0 < args.senders <= args.members:
         ap.error("--senders must be between 1 and --members")
+    if args.slow_every and args.members - args.members // args.slow_every < args.senders:
+        ap.error("--slow-every leaves fewer non-slow members than --senders")
     raise_nofile()
 
     users = json.loads(Path(args.tokens).read_text())["users"]
@@ -432,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         procs.append(proc)
     server_pids = [int(p) for p in args.server_pids.split(",") if p]
     sampler = _sampler(args, [p.pid for p in procs if p.pid])
+    other = _other(args, [p.pid for p in procs if p.pid])
     report: dict[str, Any] = {
         "mode": "connect" if args.connect_only else "sweep",
         "url": args.url,
@@ -441,9 +522,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     try:
         if args.connect_only:
-            report.update(_parent_connect(args, pipes, server_pids, sampler))
+            report.update(_parent_connect(args, pipes, server_pids, sampler, other))
         else:
-            report.update(_parent_sweep(args, pipes, server_pids, sampler))
+            report.update(_parent_sweep(args, pipes, server_pids, sampler, other))
     finally:
         for proc in procs:
             proc.join(timeout=15)
@@ -457,7 +538,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _parent_sweep(
-    args: argparse.Namespace, pipes: list, server_pids: list[int], sampler: CpuSampler
+    args: argparse.Namespace,
+    pipes: list,
+    server_pids: list[int],
+    sampler: CpuSampler,
+    other: OtherCpu,
 ) -> dict[str, Any]:
     ready = [_expect(p, "ready") for p in pipes]
     t0 = _now() + 200_000_000  # everyone starts 0.2 s from now
@@ -467,11 +552,28 @@ def _parent_sweep(
     window_end = window_start + int(args.duration * 1e9)
     time.sleep(max(0.0, (window_start - _now()) / 1e9))
     before = sampler.sample()
-    time.sleep(max(0.0, (window_end - _now()) / 1e9))
+    other.start()
+    rss_max = {str(pid): rss_kib(pid) or 0 for pid in server_pids}
+    while _now() < window_end:
+        time.sleep(min(0.5, max(0.0, (window_end - _now()) / 1e9)))
+        for pid in server_pids:
+            rss_max[str(pid)] = max(rss_max[str(pid)], rss_kib(pid) or 0)
     after = sampler.sample()
+    other_cpu = other.stop()
     cpu = CpuSampler.delta(before, after, args.duration)
+    cpu["other"] = other_cpu["pct"]
+    cpu["kernel"] = other_cpu["kernel_pct"]
     rss = {str(pid): rss_kib(pid) for pid in server_pids}
     results = [_expect(p, "result") for p in pipes]
+    slow_closed: Counter[str] = Counter()
+    for r in results:
+        slow_closed.update(r["slow_closed"])
+    server_cpu_s = (
+        sum(v for k, v in cpu.items() if k.startswith("server") and "#" not in k)
+        * args.duration
+        / 100
+    )
+    in_window = sum(r["in_window"] for r in results)
 
     hist: Counter[int] = Counter()
     for r in results:
@@ -516,12 +618,27 @@ def _parent_sweep(
         "loadgen_cpu_pct": round(100 * sum(r["cpu_s"] for r in results) / args.duration, 1),
         "cpu_pct": cpu,
         "server_rss_kib": rss,
+        "server_rss_max_kib": sum(rss_max.values()),
+        "other_top": other_cpu["top"],
+        "in_window": in_window,
+        "server_cpu_s": round(server_cpu_s, 3),
+        # server CPU (utime + stime of its own processes) per chat.message frame it
+        # delivered during the measured window, in microseconds
+        "cpu_us_per_frame": round(1e6 * server_cpu_s / in_window, 1) if in_window else None,
+        "pad": args.pad,
+        "slow": sum(r["slow"] for r in results),
+        "slow_closed": dict(slow_closed),
+        "slow_frames": sum(r["slow_frames"] for r in results),
         "drain_s": max(r["drain_s"] for r in results),
     }
 
 
 def _parent_connect(
-    args: argparse.Namespace, pipes: list, server_pids: list[int], sampler: CpuSampler
+    args: argparse.Namespace,
+    pipes: list,
+    server_pids: list[int],
+    sampler: CpuSampler,
+    other: OtherCpu,
 ) -> dict[str, Any]:
     for p in pipes:
         _expect(p, "ready")
@@ -532,12 +649,17 @@ def _parent_connect(
         p.send(t0)
     time.sleep(max(0.0, (t0 - _now()) / 1e9))
     before = sampler.sample()
+    other.start()
     t_start = _now()
     opened = [_expect(p, "opened") for p in pipes]
     open_s = (_now() - t_start) / 1e9
     after = sampler.sample()
     cpu = CpuSampler.delta(before, after, open_s)
     time.sleep(args.hold)
+    # Other processes over the opening and the hold: a window of a few ticks says nothing.
+    other_cpu = other.stop()
+    cpu["other"] = other_cpu["pct"]
+    cpu["kernel"] = other_cpu["kernel_pct"]
     rss1 = {pid: rss_kib(pid) for pid in server_pids}
     for p in pipes:
         p.send("close")
@@ -567,6 +689,7 @@ def _parent_connect(
         "rss_per_conn_kib": round((rss_after - rss_before) / n, 1) if n and server_pids else None,
         "loadgen_cpu_s": round(sum(r["cpu_s"] for r in results), 3),
         "cpu_pct": cpu,
+        "other_top": other_cpu["top"],
     }
 
 

@@ -160,3 +160,78 @@ class CpuSampler:
         ncpu = os.cpu_count() or 1
         out["machine"] = round(100.0 * ncpu * busy / total, 1) if total > 0 else 0.0
         return out
+
+
+def all_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """{pid: (command name, user + system CPU seconds)} of every process on the machine;
+    kernel threads (children of kthreadd) are named `[kernel]`: their work (writeback,
+    reclaim) is often done for the benchmark's own processes."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        lpar, rpar = raw.find(b"("), raw.rfind(b")")
+        fields = raw[rpar + 2 :].split()
+        try:
+            cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        except (IndexError, ValueError):
+            continue
+        kernel = entry == "2" or fields[1] == b"2"
+        out[int(entry)] = ("[kernel]" if kernel else raw[lpar + 1 : rpar].decode("latin-1"), cpu)
+    return out
+
+
+class OtherCpu:
+    """CPU of every process on the machine that is not ours (the systems under test, the
+    load generator, the runner, PostgreSQL's benchmark backends and auxiliaries, Redis),
+    from each process's own counters in /proc/<pid>/stat: `start()` then `stop()`.
+
+    A process that starts during the window counts all of its CPU (it began at 0); one
+    that exits during it counts nothing (its time went to its parent only when reaped).
+    The result names the busiest of them, so a disturbed step says who disturbed it."""
+
+    def __init__(self, exclude: Any) -> None:
+        # exclude: a callable returning the set of pids that are ours (resolved at each
+        # sample: PostgreSQL backends of the benchmark's databases come and go)
+        self.exclude = exclude
+        self.before: dict[int, tuple[str, float]] = {}
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self.before = all_cpu_seconds()
+        self.t0 = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        import time
+
+        after = all_cpu_seconds()
+        seconds = max(time.monotonic() - self.t0, 1e-6)
+        ours = set(self.exclude()) | {os.getpid(), os.getppid()}
+        per_name: dict[str, float] = {}
+        total = kernel = 0.0
+        for pid, (name, cpu) in after.items():
+            if pid in ours:
+                continue
+            prev = self.before.get(pid)
+            used = cpu - prev[1] if prev is not None and prev[0] == name else cpu
+            if used <= 0:
+                continue
+            if name == "[kernel]":
+                kernel += used
+                continue
+            total += used
+            per_name[name] = per_name.get(name, 0.0) + used
+        top = sorted(per_name.items(), key=lambda kv: -kv[1])[:5]
+        return {
+            "pct": round(100.0 * total / seconds, 1),
+            "kernel_pct": round(100.0 * kernel / seconds, 1),
+            "seconds": round(seconds, 2),
+            "top": [[n, round(100.0 * s / seconds, 1)] for n, s in top],
+        }
