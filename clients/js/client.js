@@ -510,7 +510,9 @@ class Socket {
         // already closed
       }
     }
-    this.queue.fail(new TenantChatError("closed", `Socket closed (${info.code}).`, info));
+    this.queue.fail(
+      new TenantChatError("closed", `Socket closed (${info.code}).`, { closeCode: info.code, reason: info.reason }),
+    );
     this.setState("closed", info);
   }
 

@@ -11,8 +11,20 @@ let notifications = null;
 let rooms = [];
 let roomsTimer = null;
 const typingUntil = new Map(); // username -> time their "typing" hint expires
+const states = []; // every connection state shown, for the console (and the browser tests)
+// The page's objects, for the console (and the browser tests).
+window.tenantchatDemo = {
+  get chat() {
+    return chat;
+  },
+  get room() {
+    return room;
+  },
+  states,
+};
 
 function setState(state, info = {}) {
+  states.push({ state, code: info.code ?? null });
   const el = $("#state");
   el.dataset.state = state;
   el.dataset.code = info.code ?? "";
@@ -42,7 +54,6 @@ async function start(tokens) {
     if (err.status !== 401) $("#sign-in-error").textContent = err.message;
     return;
   }
-  window.tenantchat = chat; // for the console (and the browser tests)
   $("#whoami").textContent = `${me.username}${me.is_admin ? " (admin)" : ""}`;
   showSignedIn(true);
   notifications = chat.notifications({
@@ -51,9 +62,9 @@ async function start(tokens) {
     },
   });
   await loadRooms();
-  const wanted = decodeURIComponent(location.hash.slice(1)) || "general";
-  openRoom(rooms.some((r) => r.slug === wanted) ? wanted : "general");
-  roomsTimer = setInterval(loadRooms, 5000); // unread counts of the other rooms
+  // `#<slug>` opens that room (joining a missing room creates it, public).
+  openRoom(decodeURIComponent(location.hash.slice(1)) || "general");
+  roomsTimer = setInterval(loadRooms, 3000); // unread counts of the other rooms
 }
 
 async function loadRooms() {
