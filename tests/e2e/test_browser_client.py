@@ -216,7 +216,8 @@ def test_two_users_chat_both_ways_on_the_demo_page(
     send(pb, "back in the lobby")
     texts(pa).to_have_text(["hello bob, edited", "back in the lobby"])
     ARTIFACTS.mkdir(exist_ok=True)
-    pa.screenshot(path=str(ARTIFACTS / "demo-page.png"))
+    # Bob's window: presence, a read marker, an edited message, an unread count.
+    pb.screenshot(path=str(ARTIFACTS / "demo-page.png"))
 
 
 def test_server_restart_while_the_other_side_sends_shows_every_message_once_in_order(

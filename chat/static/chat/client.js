@@ -66,7 +66,9 @@ export function refreshAt(token, marginMs = 60000) {
 function uuid() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
   const b = new Uint8Array(16);
-  globalThis.crypto.getRandomValues(b);
+  // A client_id only has to be unique among the user's sends in a room.
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(b);
+  else for (let i = 0; i < 16; i += 1) b[i] = Math.floor(Math.random() * 256);
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");

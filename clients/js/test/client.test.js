@@ -2,7 +2,7 @@
 // The WebSocket and fetch here are stand-ins that record what the client does; the real
 // server is exercised by the browser tests (tests/e2e/test_browser_client.py).
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, mock, test } from "node:test";
+import { afterEach, beforeEach, describe, test } from "node:test";
 
 import {
   backoffDelay,
@@ -27,7 +27,61 @@ function tokenPair(lifetimeS, username = "alice", n = 0) {
 }
 const msg = (id, seq, extra = {}) => ({ type: "chat.message", id, seq, room: "general", user: "bob", message: `m${seq}`, ...extra });
 
-// Lets pending promise callbacks run (mocked timers do not cover microtasks).
+/**
+ * A clock of the test's own for setTimeout, setInterval and Date.now (node:test's mock.timers
+ * needs Node >= 20.4, Date in it >= 20.11; this runs on any Node with node:test).
+ */
+class FakeClock {
+  constructor(now) {
+    this.now = now;
+    this.timers = new Map();
+    this.nextId = 1;
+  }
+  install() {
+    this.saved = {
+      setTimeout: globalThis.setTimeout,
+      clearTimeout: globalThis.clearTimeout,
+      setInterval: globalThis.setInterval,
+      clearInterval: globalThis.clearInterval,
+      dateNow: Date.now,
+    };
+    globalThis.setTimeout = (fn, ms, ...args) => this.add(fn, ms, args, null);
+    globalThis.setInterval = (fn, ms, ...args) => this.add(fn, ms, args, Math.max(1, Number(ms) || 0));
+    globalThis.clearTimeout = globalThis.clearInterval = (id) => this.timers.delete(id);
+    Date.now = () => this.now;
+  }
+  uninstall() {
+    const { dateNow, ...timers } = this.saved;
+    Object.assign(globalThis, timers);
+    Date.now = dateNow;
+  }
+  add(fn, ms, args, every) {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.now + Math.max(0, Number(ms) || 0), fn, args, every });
+    return id;
+  }
+  /** Advances time by ms, running every timer due on the way, in order. */
+  tick(ms) {
+    const end = this.now + ms;
+    for (;;) {
+      let due = null;
+      for (const [id, t] of this.timers) {
+        if (t.at <= end && (due === null || t.at < due[1].at)) due = [id, t];
+      }
+      if (due === null) break;
+      const [id, t] = due;
+      this.now = t.at;
+      if (t.every) t.at += t.every;
+      else this.timers.delete(id);
+      t.fn(...t.args);
+    }
+    this.now = end;
+  }
+}
+let clock;
+const mock = { timers: { tick: (ms) => clock.tick(ms) } };
+
+// Lets pending promise callbacks run (the fake clock does not cover microtasks).
 async function settle(rounds = 20) {
   for (let i = 0; i < rounds; i += 1) await Promise.resolve();
 }
@@ -123,9 +177,10 @@ async function openRoom(chat, options = {}) {
 
 beforeEach(() => {
   FakeSocket.all = [];
-  mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: 1_764_000_000_000 });
+  clock = new FakeClock(1_764_000_000_000);
+  clock.install();
 });
-afterEach(() => mock.timers.reset());
+afterEach(() => clock.uninstall());
 
 describe("backoff", () => {
   test("full jitter stays within one second and thirty seconds", () => {
