@@ -554,7 +554,8 @@ export class Room extends Socket {
         const newest = ordered.length ? ordered[ordered.length - 1].seq : 0;
         if (shown.length) this.log.setBaseline(shown[0].seq - 1);
         for (const frame of shown) this.log.add(frame);
-        this.log.setBaseline(newest);
+        // History leaves deleted messages out: what a hole held back is released here.
+        this.log.skipTo(newest);
       } catch (err) {
         if (err?.status !== 404) throw err; // network: retried with backoff
         this.log.setBaseline(0); // no room yet: the join creates it, empty
@@ -777,7 +778,7 @@ export class TenantChat {
   scheduleRefresh() {
     clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
-    if (!this.access || !this.canRefresh()) return;
+    if (this.closed || !this.access || !this.canRefresh()) return;
     const at = refreshAt(this.access, this.options.refreshMarginMs ?? 60000);
     if (at === null) return;
     const delay = Math.max(0, at - Date.now());
@@ -909,6 +910,7 @@ export class TenantChat {
 
   /** Closes every socket and stops refreshing tokens. */
   close() {
+    this.closed = true; // a refresh still on its way schedules no next one
     clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     for (const s of [...this.sockets]) s.close();

@@ -300,6 +300,24 @@ describe("dedupe and order", () => {
     assert.equal(log.contiguous, 4);
   });
 
+  test("a backlog with a deleted message in it is shown whole, in order", async () => {
+    const { chat } = makeChat({
+      routes: {
+        "/api/rooms/general/messages/": ({ query }) => {
+          assert.equal(query.get("limit"), "50");
+          return [200, [msg(9, 12), msg(8, 10), msg(7, 9)]]; // newest first; 11 was deleted
+        },
+      },
+    });
+    const { room, ws, received } = await openRoom(chat, { backlog: 50 });
+    assert.deepEqual(received.map((f) => f.seq), [9, 10, 12]);
+    assert.deepEqual(room.messages.map((f) => f.id), [7, 8, 9]);
+    assert.equal(ws.url.searchParams.get("since"), "12");
+    ws.frame(msg(10, 13));
+    assert.deepEqual(received.map((f) => f.seq), [9, 10, 12, 13]);
+    chat.close();
+  });
+
   test("a room resumes from the last contiguous seq and shows replays once", async () => {
     const { chat } = makeChat();
     const { room, ws, received } = await openRoom(chat);
