@@ -86,7 +86,7 @@ test: install
 		node --test clients/js/test/; \
 	else \
 		echo "*** SKIPPED the browser client's unit tests (clients/js/test/): node is not installed" \
-			"(Debian: apt-get install -y nodejs; Node >= 20) ***"; \
+			"(Debian: apt-get install -y nodejs; Node >= 18) ***"; \
 	fi
 	$(DEVSERVICES) run -- $(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
