@@ -41,8 +41,9 @@ class Command(BaseCommand):
                 [
                     "",
                     "tenantchat is ready",
-                    f"  demo chat:     http://acme.{suffix}:{port}/   "
-                    "(sign in as alice in one window, bob in another)",
+                    f"  demo chat:     http://acme.{suffix}:{port}/",
+                    "                 sign in as alice / alice-password in one window,"
+                    " bob / bob-password in another",
                     f"  platform API:  http://{suffix}:{port}/api/   "
                     f"(admin {settings.PLATFORM_ADMIN_USER} / {settings.PLATFORM_ADMIN_PASSWORD})",
                     f"  platform home: http://{suffix}:{port}/   (links the operator API docs)",
