@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,16 @@ class Pod:
 
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
-        self.server = self._start(None)
+        # Started on a thread: the browser launches meanwhile (the first `server` waits).
+        self._starting: Future[LiveServer] | None = ThreadPoolExecutor(1).submit(self._start, None)
+        self._server: LiveServer | None = None
+
+    @property
+    def server(self) -> LiveServer:
+        if self._starting is not None:
+            self._server, self._starting = self._starting.result(), None
+        assert self._server is not None
+        return self._server
 
     def _start(self, port: int | None) -> LiveServer:
         return start_server(
@@ -94,7 +104,7 @@ class Pod:
         self.server.stop()
         if while_down is not None:
             while_down()
-        self.server = self._start(self.server.port)
+        self._server = self._start(self.server.port)
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +121,10 @@ def tenant(make_tenant: Callable[[], TenantInfo]) -> TenantInfo:
 
 
 @pytest.fixture(scope="module")
-def browser(tenant: TenantInfo, tenant_b: TenantInfo) -> Iterator[Browser]:
-    # The tenants first: Playwright's sync API runs an event loop on this thread, and Django
-    # refuses synchronous queries (the session fixtures' own) once one is running.
+def browser(pod: Pod, tenant: TenantInfo, tenant_b: TenantInfo) -> Iterator[Browser]:
+    # The server boots meanwhile. The tenants before the browser: Playwright's sync API runs
+    # an event loop on this thread, and Django refuses synchronous queries (the session
+    # fixtures' own) once one is running.
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
