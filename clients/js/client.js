@@ -369,6 +369,7 @@ class Socket {
     if (this.stopped) return;
     const token = await this.chat.accessToken();
     if (this.stopped) return;
+    this.tokenUsed = token;
     const url = new URL(this.path, this.chat.wsBase);
     url.searchParams.set("token", token);
     for (const [k, v] of Object.entries(params)) url.searchParams.set(k, String(v));
@@ -406,6 +407,8 @@ class Socket {
   ready() {
     this.attempt = 0;
     this.refreshedFor401 = false;
+    // A refresh that finished while this socket was connecting: hand it the new token too.
+    if (this.chat.access && this.chat.access !== this.tokenUsed) this.reauth(this.chat.access);
     this.setState("open", {});
     this.startHeartbeat();
     this.queue.setReady(true);
@@ -418,6 +421,7 @@ class Socket {
   }
 
   receive(frame) {
+    if (frame.type === "auth.ok") clearTimeout(this.authTimer);
     if (frame.type === "error" && this.queue.error(frame)) {
       call(this.options.onFrame, frame);
       return;
@@ -463,11 +467,20 @@ class Socket {
 
   /** Hands a fresh access token to the open socket (in band: the socket stays open). */
   reauth(token) {
-    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ type: "auth", token }));
+    clearTimeout(this.authTimer);
+    if (!this.ws || this.ws.readyState !== 1) return; // the next handshake takes the new token
+    this.tokenUsed = token;
+    this.ws.send(JSON.stringify({ type: "auth", token }));
+    // Its answer, auth.ok, can be lost to a database hiccup (answered `unavailable`): ask
+    // again until it comes, while the token is still the current one.
+    this.authTimer = setTimeout(() => {
+      if (this.chat.access === token) this.reauth(token);
+    }, this.chat.options.ackTimeoutMs ?? 10000);
   }
 
   dropped(code, reason) {
     clearInterval(this.heartbeat);
+    clearTimeout(this.authTimer);
     this.queue.setReady(false);
     this.ws = null;
     if (this.stopped) return;
@@ -500,6 +513,7 @@ class Socket {
   stop(info) {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.authTimer);
     clearInterval(this.heartbeat);
     this.chat.sockets.delete(this);
     const ws = this.ws;

@@ -238,6 +238,7 @@ describe("token refresh timing", () => {
     assert.equal(chat.tokens.refresh, "rotated-1-from-refresh-0");
     for (const socket of [ws, nws]) {
       assert.deepEqual(socket.sentOf("auth").map((f) => f.token), [chat.tokens.access]);
+      socket.frame({ type: "auth.ok", exp: 0 });
     }
     // The next refresh uses the rotated token, 6 s after the new one was issued.
     mock.timers.tick(6_000);
@@ -247,6 +248,24 @@ describe("token refresh timing", () => {
     assert.equal(second[1].body.refresh, "rotated-1-from-refresh-0");
     assert.equal(ws.readyState, 1, "the socket stayed open");
     notes.close();
+    chat.close();
+  });
+
+  test("an auth frame left unanswered is sent again", async () => {
+    const { chat } = makeChat({
+      lifetime: 60,
+      routes: { "/api/auth/token/refresh/": () => [200, tokenPair(60, "alice", 1)] },
+    });
+    const { ws } = await openRoom(chat);
+    mock.timers.tick(45_000); // a quarter of 60 s before expiry
+    await settle();
+    assert.equal(ws.sentOf("auth").length, 1);
+    ws.frame({ type: "error", code: "unavailable", detail: "database", retry_after: 2 });
+    mock.timers.tick(10_000);
+    assert.deepEqual(ws.sentOf("auth").map((f) => f.token), [chat.tokens.access, chat.tokens.access]);
+    ws.frame({ type: "auth.ok", exp: 0 });
+    mock.timers.tick(10_000);
+    assert.equal(ws.sentOf("auth").length, 2);
     chat.close();
   });
 
