@@ -394,6 +394,19 @@ describe("reconnect and stop", () => {
     });
   }
 
+  test("a silent network counts as lost: ping, then a new socket", async () => {
+    const { chat } = makeChat({ pingIntervalMs: 25_000, pongTimeoutMs: 10_000 });
+    const { ws, states } = await openRoom(chat);
+    mock.timers.tick(25_000);
+    assert.equal(ws.sentOf("ping").length, 1);
+    mock.timers.tick(10_000);
+    assert.deepEqual(states.at(-1), ["reconnecting", 1006]);
+    mock.timers.tick(1_000);
+    await settle();
+    assert.equal(FakeSocket.all.length, 2);
+    chat.close();
+  });
+
   test("4401 refreshes the token once; a second 4401 after that stops", async () => {
     let refreshed = 0;
     const { chat } = makeChat({
@@ -507,6 +520,25 @@ describe("send queue", () => {
       chat.close();
     });
   }
+
+  test("a send stored after all (its unavailable was a timeout) resolves once, no resend", async () => {
+    const { chat } = makeChat();
+    const { room, ws } = await openRoom(chat);
+    let resolved = 0;
+    const sent = room.send("slow database").then((f) => {
+      resolved += 1;
+      return f;
+    });
+    const [frame] = ws.sentOf("message");
+    ws.frame({ type: "error", code: "unavailable", detail: "later", retry_after: 2 });
+    ws.frame(msg(12, 41, { client_id: frame.client_id, user: "alice" })); // the broadcast
+    assert.equal((await sent).id, 12);
+    mock.timers.tick(5_000);
+    await settle();
+    assert.equal(ws.sentOf("message").length, 1);
+    assert.equal(resolved, 1);
+    chat.close();
+  });
 
   test("other errors reject that send and let the next one go", async () => {
     const { chat } = makeChat();
