@@ -2,7 +2,9 @@
 #
 #   make run     install, start embedded PostgreSQL/Redis if DATABASE_URL/REDIS_URL are unset,
 #                migrate, create the demo tenant and users, serve on $(PORT)
-#   make test    install, lint, pytest (against DATABASE_URL/REDIS_URL, or embedded servers)
+#   make test    install, lint, the JS client's unit tests (node --test; skipped, said so, without
+#                node), pytest (against DATABASE_URL/REDIS_URL, or embedded servers; the browser
+#                tests need /usr/bin/chromium and skip with the reason without it)
 #   make lint    ruff check + ruff format --check + mypy (also the first steps of make test)
 #
 # Variables: PORT (8000), DATA_DIR (./.data), PYTEST_ARGS, TEST_WORKERS (2), BENCH_ARGS, PYTHON
@@ -38,7 +40,7 @@ DEVSERVICES := $(VENV_BIN)/python scripts/devservices.py
 
 help:
 	@echo "make run         serve the app on PORT=$(PORT) (embedded PostgreSQL/Redis if the URLs are unset)"
-	@echo "make test        lint + pytest; extra pytest args: PYTEST_ARGS='-k name -x'"
+	@echo "make test        lint + node --test (JS client) + pytest; extra pytest args: PYTEST_ARGS='-k name -x'"
 	@echo "make lint        ruff check + ruff format --check (+ mypy when configured)"
 	@echo "make bench       bench/run.py against embedded or given servers; args: BENCH_ARGS"
 	@echo "make services    start the embedded servers only and print their URLs"
@@ -79,6 +81,13 @@ test: install
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
 	DEBUG=1 $(VENV_BIN)/mypy
+	@if command -v node >/dev/null 2>&1; then \
+		echo "node --test clients/js/test/ ($$(node --version))"; \
+		node --test clients/js/test/; \
+	else \
+		echo "*** SKIPPED the browser client's unit tests (clients/js/test/): node is not installed" \
+			"(Debian: apt-get install -y nodejs; Node >= 18) ***"; \
+	fi
 	$(DEVSERVICES) run -- $(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install

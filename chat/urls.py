@@ -8,6 +8,7 @@ from chat.api import (
     RoomMessagesView,
 )
 from chat.models import ROOM_SLUG_PATTERN
+from chat.pages import demo_page
 
 
 class RoomSlugConverter:
@@ -25,6 +26,7 @@ class RoomSlugConverter:
 register_converter(RoomSlugConverter, "room")
 
 urlpatterns = [
+    path("", demo_page, name="demo"),
     path("api/rooms/", RoomListCreateView.as_view(), name="rooms"),
     path("api/rooms/<room:slug>/", RoomDetailView.as_view(), name="room-detail"),
     path("api/rooms/<room:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),

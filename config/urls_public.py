@@ -7,11 +7,13 @@ from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts.views import TokenObtainView
 from tenants.api import TenantViewSet
+from tenants.pages import platform_home
 
 router = SimpleRouter()
 router.register("api/tenants", TenantViewSet, basename="tenant")
 
 urlpatterns = [
+    path("", platform_home, name="home"),
     path("api/auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     # Without `urlconf`, drf-spectacular would describe ROOT_URLCONF (the tenant API).

@@ -28,8 +28,21 @@ class RedactSecretsFilter(logging.Filter):
         except Exception:  # a malformed record is logged as is, not lost
             return True
         cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        if cleaned == message:
+            return True
+        # Formatters that read `args` (uvicorn's access formatter unpacks its 5-tuple) keep
+        # working when each argument is redacted on its own and that gives the same line;
+        # otherwise the record carries the redacted line alone.
+        if isinstance(record.args, tuple) and record.args and isinstance(record.msg, str):
+            args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            try:
+                same = record.msg % args == cleaned
+            except (TypeError, ValueError):
+                same = False
+            if same:
+                record.args = args
+                return True
+        record.msg, record.args = cleaned, None
         return True
 
 

@@ -6,7 +6,9 @@
 1. waits (up to --ready-timeout, 120 s) for GET {base}/readyz to answer 200;
 2. POST {base}/api/auth/token/ with Host: acme.localhost as alice (password from DEMO_PASSWORD,
    default alice-password) and takes `access`;
-3. opens the room socket /ws/chat/smoke/?token=... on the same address with Host: acme.localhost,
+3. GET {base}/ and {base}/static/chat/client.js with Host: acme.localhost: the demo page that
+   `make run` tells newcomers to open, and the browser client it loads;
+4. opens the room socket /ws/chat/smoke/?token=... on the same address with Host: acme.localhost,
    sends {"type": "message", "message": "smoke <uuid>"} and waits (up to 10 s) for the
    `chat.message` frame carrying that text, skipping other frames (presence, user.joined ...).
 
@@ -71,6 +73,15 @@ def get_access_token(client: httpx.Client, base: str, host: str, user: str, pass
     if not isinstance(access, str) or not access:
         raise SmokeError("POST /api/auth/token/ answered an empty `access` token")
     return access
+
+
+def check_demo_page(client: httpx.Client, base: str, host: str) -> None:
+    page = client.get(f"{base}/", headers={"Host": host}, timeout=30)
+    if page.status_code != 200 or "/static/chat/demo/demo.js" not in page.text:
+        raise SmokeError(f"GET / (Host: {host}) is not the demo page: HTTP {page.status_code}")
+    module = client.get(f"{base}/static/chat/client.js", headers={"Host": host}, timeout=30)
+    if module.status_code != 200 or "export class TenantChat" not in module.text:
+        raise SmokeError(f"GET /static/chat/client.js (Host: {host}): HTTP {module.status_code}")
 
 
 async def chat_round_trip(base: str, host: str, room: str, token: str, timeout: float) -> None:
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{base}/readyz is 200 after {time.monotonic() - started:.1f} s")
             token = get_access_token(client, base, args.host, args.user, password)
             say(f"got an access token for {args.user} on {args.host}")
+            check_demo_page(client, base, args.host)
+            say(f"the demo page and /static/chat/client.js answer on {args.host}")
         asyncio.run(chat_round_trip(base, args.host, args.room, token, args.message_timeout))
     except SmokeError as exc:
         say(f"FAILED: {exc}")

@@ -318,11 +318,12 @@ class LiveServer:
                 self.process.wait(timeout=5)
 
 
-def start_server(tmp_dir: Path, **env: str) -> LiveServer:
-    """One real uvicorn process (a pod), started the way the contract says."""
-    port = free_port()
+def start_server(tmp_dir: Path, *, port: int | None = None, **env: str) -> LiveServer:
+    """One real uvicorn process (a pod), started the way the contract says; on `port` to
+    start one again where a stopped one was (clients reconnect to the same URL)."""
+    port = port or free_port()
     log_path = tmp_dir / f"uvicorn-{port}.log"
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "uvicorn"),

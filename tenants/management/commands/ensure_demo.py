@@ -41,8 +41,12 @@ class Command(BaseCommand):
                 [
                     "",
                     "tenantchat is ready",
+                    f"  demo chat:     http://acme.{suffix}:{port}/",
+                    "                 sign in as alice / alice-password in one window,"
+                    " bob / bob-password in another",
                     f"  platform API:  http://{suffix}:{port}/api/   "
                     f"(admin {settings.PLATFORM_ADMIN_USER} / {settings.PLATFORM_ADMIN_PASSWORD})",
+                    f"  platform home: http://{suffix}:{port}/   (links the operator API docs)",
                     f"  tenant acme:   http://acme.{suffix}:{port}/api/   "
                     "(alice / alice-password, tenant admin; bob / bob-password)",
                     f"  WebSocket:     ws://acme.{suffix}:{port}/ws/chat/general/?token=<access>",

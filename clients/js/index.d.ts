@@ -1,0 +1,211 @@
+// Type declarations of the tenantchat browser client (client.js). Hand-written: keep them in
+// step with client.js and README.md.
+
+/** `{access, refresh}` as `POST /api/auth/token/` and `/api/auth/token/refresh/` answer. */
+export interface Tokens {
+  access: string | null;
+  refresh?: string | null;
+}
+
+/** A `chat.message` frame (PROTOCOL.md section 3); also each item of REST history. */
+export interface ChatMessage {
+  type: "chat.message";
+  id: number;
+  seq: number;
+  room: string;
+  user: string;
+  message: string;
+  client_id: string | null;
+  created_at: string;
+  edited_at: string | null;
+  [extra: string]: unknown;
+}
+
+export interface ChatMessageEdited extends Omit<ChatMessage, "type"> {
+  type: "chat.message.edited";
+}
+export interface ChatMessageDeleted {
+  type: "chat.message.deleted";
+  id: number;
+  seq: number;
+  room: string;
+}
+export interface MessageRead {
+  type: "message.read";
+  user: string;
+  seq: number;
+}
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  detail: string;
+  retry_after?: number;
+}
+
+/** Every server frame other than `chat.message` (room and notification sockets). */
+export type ServerFrame =
+  | { type: "presence"; users: string[] }
+  | { type: "user.joined" | "user.left" | "user.typing"; user: string }
+  | MessageRead
+  | ChatMessageEdited
+  | ChatMessageDeleted
+  | { type: "resume.done"; seq: number }
+  | { type: "ping" | "pong" }
+  | { type: "auth.ok"; exp: number }
+  | ErrorFrame
+  | { type: "mention"; room: string; message: ChatMessage }
+  | { type: "room.added"; room: RoomInfo }
+  | { type: "room.removed"; room: string }
+  | { type: string; [field: string]: unknown };
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+export interface StateInfo {
+  /** The close code that caused "reconnecting" or "closed" (1000 after close()). */
+  code?: number;
+  reason?: string;
+  /** "reconnecting" only: milliseconds until the next attempt. */
+  delay?: number;
+}
+
+export interface SocketOptions {
+  /** Every server frame other than chat.message (room sockets), every frame (notifications). */
+  onFrame?(frame: ServerFrame): void;
+  onState?(state: ConnectionState, info: StateInfo): void;
+}
+
+export interface RoomOptions extends SocketOptions {
+  /** Each chat.message once, in seq order, across reconnects. */
+  onMessage?(frame: ChatMessage): void;
+  /** Load this many newest messages (REST, at most 200) before the socket opens. Default 0. */
+  backlog?: number;
+  /** Replay from this seq on the first connect (instead of starting at the newest message). */
+  since?: number;
+}
+
+export interface TenantChatOptions {
+  /** The tenant host, e.g. "http://acme.localhost:8000". Default: the page's origin. */
+  baseUrl?: string;
+  /** An access/refresh pair obtained elsewhere. */
+  tokens?: Tokens;
+  /** The app's own source of access tokens (instead of the refresh endpoint). */
+  getToken?(): Promise<string>;
+  /** Called with the pair after sign-in and after every refresh (to persist it). */
+  onTokens?(tokens: Tokens): void;
+  /** Refresh this long before expiry, at most (default 60000; a quarter of the lifetime if less). */
+  refreshMarginMs?: number;
+  /** A write not answered within this is sent again (messages) or rejected (default 10000). */
+  ackTimeoutMs?: number;
+  /** Ping a socket silent for this long (default 25000; 0: never). */
+  pingIntervalMs?: number;
+  /** No frame this long after that ping: the connection is treated as lost (default 10000). */
+  pongTimeoutMs?: number;
+  /** A hole in seq that does not fill within this is read from history (default 2000). */
+  holeTimeoutMs?: number;
+  /** Stand-ins (tests, non-browser runtimes). Default: the global ones. */
+  WebSocket?: typeof WebSocket;
+  fetch?: typeof fetch;
+  random?(): number;
+}
+
+/** A room object of `GET /api/rooms/`. */
+export interface RoomInfo {
+  slug: string;
+  name: string;
+  is_private: boolean;
+  created_at: string;
+  unread_count: number;
+  [extra: string]: unknown;
+}
+
+export declare class TenantChatError extends Error {
+  /** The error frame's code, "http_<status>", "closed", "timeout" or "frame_too_large". */
+  code: string;
+  detail?: string;
+  /** REST errors: the status and the parsed body. */
+  status?: number;
+  body?: unknown;
+  retryAfter?: number;
+  /** "closed": the close code that stopped the socket. */
+  closeCode?: number;
+  frame?: ErrorFrame;
+}
+
+declare class Socket {
+  readonly state: ConnectionState;
+  close(): void;
+}
+
+export declare class Room extends Socket {
+  readonly slug: string;
+  /** The chat.message frames shown since the room opened (replays included), by seq, no
+   * duplicates; edits are applied in place and deleted messages removed. */
+  readonly messages: ChatMessage[];
+  /** Who is in the room now (presence, user.joined, user.left). */
+  readonly users: Set<string>;
+  /** Read markers seen: username -> seq. */
+  readonly reads: Map<string, number>;
+  /** Resolves once with the stored chat.message frame, even across reconnects. */
+  send(message: string, extra?: { client_id?: string; [field: string]: unknown }): Promise<ChatMessage>;
+  edit(id: number, message: string): Promise<ChatMessageEdited>;
+  delete(id: number): Promise<ChatMessageDeleted>;
+  markRead(seq: number): Promise<MessageRead>;
+  typing(): void;
+}
+
+export declare class Notifications extends Socket {}
+
+export declare class TenantChat {
+  constructor(options?: TenantChatOptions);
+  readonly baseUrl: string;
+  readonly tokens: Tokens;
+  /** From the access token's `username` claim. */
+  readonly username: string | null;
+  signIn(username: string, password: string): Promise<Tokens>;
+  signOut(): Promise<void>;
+  setTokens(tokens: Tokens): void;
+  refresh(): Promise<string>;
+  accessToken(): Promise<string>;
+  request<T = unknown>(
+    path: string,
+    init?: { method?: string; body?: unknown; query?: Record<string, string | number | undefined>; auth?: boolean },
+  ): Promise<T>;
+  me(): Promise<{ id: number; username: string; is_admin: boolean }>;
+  rooms(): Promise<RoomInfo[]>;
+  createRoom(room: { slug: string; name?: string; is_private?: boolean }): Promise<RoomInfo>;
+  history(slug: string, query?: { before?: number; after?: number; limit?: number }): Promise<ChatMessage[]>;
+  room(slug: string, options?: RoomOptions): Room;
+  notifications(options?: SocketOptions): Notifications;
+  close(): void;
+}
+
+/** Close codes after which the client stops (4401 only after one failed refresh). */
+export declare const STOP_CODES: readonly number[];
+/** Exponential backoff with full jitter in [minMs, maxMs] (default 1000 and 30000). */
+export declare function backoffDelay(
+  attempt: number,
+  options?: { minMs?: number; maxMs?: number; baseMs?: number; random?(): number },
+): number;
+/** When to refresh a token, ms since the epoch (null without exp). */
+export declare function refreshAt(token: string, marginMs?: number): number | null;
+export declare function decodeJwt(token: string): Record<string, unknown> | null;
+
+export default TenantChat;
+
+/** Internals, exported for the unit tests; not a stable API. */
+export declare class MessageLog {
+  constructor(onRelease: (frame: ChatMessage) => void);
+  messages: ChatMessage[];
+  contiguous: number | null;
+  setBaseline(seq: number): void;
+  add(frame: ChatMessage): boolean;
+  skip(seq: number): void;
+  skipTo(seq: number): void;
+}
+export declare class SendQueue {
+  constructor(options: { transmit(frame: object): boolean; ackTimeoutMs?: number });
+  push<T>(frame: object, matches: (frame: ServerFrame | ChatMessage) => boolean): Promise<T>;
+  setReady(ready: boolean): void;
+  offer(frame: ServerFrame | ChatMessage): boolean;
+  error(frame: ErrorFrame): boolean;
+}
