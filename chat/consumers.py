@@ -102,7 +102,9 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         tenant = self.scope["tenant"]
         self.schema_name: str = tenant.schema_name
-        self.actor = Actor.of(self.scope["user"])
+        # Who the token names; username and admin flag come with the access check
+        # (`socket_admit`), after the groups are joined.
+        self.actor = Actor(id=self.scope["user_id"], username="", is_admin=False)
         self.fan = []
         self.timers: list[asyncio.TimerHandle] = []
         self.expiry: asyncio.TimerHandle | None = None
@@ -328,12 +330,13 @@ class ChatConsumer(TenantSocketConsumer):
         hub = fanout.hub()
         try:
             await hub.prepare(feed)
-            self.room = await services.room_join(
-                schema_name=self.schema_name, slug=slug, actor=self.actor
+            self.actor, self.room = await services.socket_admit(
+                schema_name=self.schema_name, user_id=self.actor.id, slug=slug
             )
         except ChatError as exc:
             self.leave_groups()
             return await self.reject(_JOIN_REFUSALS.get(exc.code, CloseCode.FORBIDDEN))
+        assert self.room is not None
         await hub.bind(feed, self.room.id)
         self.typing_bucket = TokenBucket(2.0, 5)
         first, users = await self.presence_join()
@@ -469,7 +472,9 @@ class NotificationConsumer(TenantSocketConsumer):
             events.tenant_group_name(self.schema_name),
         )
         try:
-            await services.access_check(schema_name=self.schema_name, actor=self.actor)
+            self.actor, _ = await services.socket_admit(
+                schema_name=self.schema_name, user_id=self.actor.id
+            )
         except ChatError:
             self.leave_groups()
             return await self.reject(CloseCode.UNAUTHORIZED)

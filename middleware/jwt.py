@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import parse_qs
 
-from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts.tokens import token_user_id, validate_access_token
 from chat.protocol import CloseCode
 from middleware.closing import accept_then_close
 from middleware.types import ASGIApp, Receive, Scope, Send
-from tenants.context import in_schema
 
 
 def query_param(scope: Scope, name: str) -> str | None:
@@ -22,21 +19,15 @@ def query_param(scope: Scope, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _active_user(user_id: Any) -> Any:
-    return (
-        get_user_model()
-        .objects.filter(pk=user_id, is_active=True)
-        .only("id", "username", "is_staff", "is_active")
-        .first()
-    )
-
-
 class JWTQueryStringMiddleware:
-    """Validates `?token=` with simplejwt and loads the user from the tenant's schema.
+    """Validates `?token=` with simplejwt and puts its user id and expiry into the scope.
 
     Runs after the tenant middleware. Any failure (no token, bad signature, `alg: none`,
-    expired, refresh token, other tenant, unknown or inactive user) accepts and closes with
-    4401 before the consumer runs, so the token is checked before anything else.
+    expired, refresh token, other tenant) accepts and closes with 4401 before the consumer
+    runs, so the token is checked before anything else. The user row itself is read by the
+    consumer, in the one query that also checks the tenant and the room once the socket's
+    groups are joined (`chat.services.socket_admit`): an unknown or inactive user is closed
+    with 4401 there.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -45,16 +36,16 @@ class JWTQueryStringMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tenant = scope["tenant"]
         raw = query_param(scope, "token")
-        user = None
+        user_id = None
         if raw:
             try:
                 token = validate_access_token(raw, tenant.schema_name)
-                user = await in_schema(tenant.schema_name, _active_user, token_user_id(token))
+                user_id = int(token_user_id(token))
             except (TokenError, ValueError, TypeError):
-                user = None
-        if user is None:
+                user_id = None
+        if user_id is None:
             await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
             return
-        scope["user"] = user
+        scope["user_id"] = user_id
         scope["token_exp"] = int(token["exp"])
         await self.app(scope, receive, send)
