@@ -34,8 +34,9 @@ from websockets.asyncio.client import connect
 
 
 class Sock:
-    def __init__(self, room: str, user: int, sender: bool) -> None:
+    def __init__(self, room: str, user: int, sender: bool, member: int = 0) -> None:
         self.room = room
+        self.member = member
         self.user = user
         self.sender = sender
         self.base = 0  # room's last_seq before any send: expected from base + 1 on
@@ -81,22 +82,27 @@ async def run_recovery(
 
     import psycopg
 
-    port = urlsplit(url).port or 80
-    url = f"ws://{host}:{port}"
+    # Several processes (comma-separated URLs): member m of every room is on process
+    # m mod N, so each room spans the processes and a frame crosses Redis to reach half
+    # of its sockets (on one process, local delivery would hide what Redis lost).
+    ports = [urlsplit(u).port or 80 for u in url.split(",")]
     stop = asyncio.Event()
     sending_done = asyncio.Event()
     socks = [
-        Sock(f"{prefix}{r}", (r * members + m) % len(tokens), m < senders)
+        Sock(f"{prefix}{r}", (r * members + m) % len(tokens), m < senders, m)
         for r in range(rooms)
         for m in range(members)
     ]
     sent = Counter[str]()
 
+    def port_of(s: Sock) -> int:
+        return ports[s.member % len(ports)]
+
     def uri(s: Sock, since: int | None) -> str:
         path = f"/ws/chat/{s.room}/?token={tokens[s.user]['access']}"
         if since is not None:
             path += f"&since={since}"
-        return url + path
+        return f"ws://{host}:{port_of(s)}{path}"
 
     async def keep(s: Sock) -> None:
         since: int | None = None
@@ -105,7 +111,7 @@ async def run_recovery(
                 s.ws = await connect(
                     uri(s, since),
                     host="127.0.0.1",
-                    port=port,
+                    port=port_of(s),
                     compression=None,
                     ping_interval=None,
                     open_timeout=10,

@@ -737,7 +737,9 @@ def recovery_run(args: argparse.Namespace, cfg: dict[str, Any], tmp: Path) -> di
         holder["p"] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
 
     rcfg = {**cfg, "redis_url": f"redis://127.0.0.1:{port}/0"}
-    servers = Servers("project-1", rcfg, tmp, label="recovery")
+    # Two processes: each room has sockets on both, so what Redis lost must be repaired
+    # (on one process, local delivery alone would keep every socket complete).
+    servers = Servers("project-2", rcfg, tmp, label="recovery")
     try:
         servers.start()
         tokens = json.loads(Path(cfg["tokens"]).read_text())["users"]
