@@ -61,7 +61,8 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     open_gauge: Any = None
     room: RoomRef | None = None
     fan: list[fanout.Group] = []
-    timers: list[asyncio.TimerHandle] = []
+    ping_timer: asyncio.TimerHandle | None = None
+    tasks: set[asyncio.Task[Any]] | None = None  # made at the first spawn (most never spawn)
     expiry: asyncio.TimerHandle | None = None
     slot: SocketSlot | None = None
     floor = 0  # fan-out frames with seq <= floor were sent by a replay already
@@ -106,9 +107,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         # (`socket_admit`), after the groups are joined.
         self.actor = Actor(id=self.scope["user_id"], username="", is_admin=False)
         self.fan = []
-        self.timers: list[asyncio.TimerHandle] = []
         self.expiry: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.bucket = TokenBucket(
             tenant.rate_limit_per_second or settings.CHAT_RATE_PER_SECOND,
             tenant.rate_limit_burst or settings.CHAT_RATE_BURST,
@@ -181,10 +180,10 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     async def cleanup(self) -> None:
         """Release what the socket holds; idempotent (disconnect, then the finally of
         `__call__`)."""
-        for timer in (*self.timers, self.expiry):
+        for timer in (self.ping_timer, self.expiry):
             if timer is not None:
                 timer.cancel()
-        self.timers, self.expiry = [], None
+        self.ping_timer, self.expiry = None, None
         if self.open_gauge is not None:
             self.open_gauge.dec()
             self.open_gauge = None
@@ -199,16 +198,18 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def schedule_ping(self) -> None:
         interval = settings.WS_PING_INTERVAL
         if interval > 0:
-            self.timers = [asyncio.get_running_loop().call_later(interval, self._ping)]
+            self.ping_timer = asyncio.get_running_loop().call_later(interval, self._ping)
 
     def _ping(self) -> None:
-        self.spawn(self.send(text_data=events.PING_TEXT))
+        self.out.write(events.PING_TEXT)  # synchronous: no task per ping
         self.schedule_ping()
 
     def schedule_expiry(self, exp: int) -> None:
@@ -217,7 +218,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             self.expiry.cancel()
         delay = max(exp - time.time(), 0.0)
         self.expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: self.spawn(self.close_with(CloseCode.UNAUTHORIZED))
+            delay, self.kick, int(CloseCode.UNAUTHORIZED)
         )
 
     # --- incoming frames ----------------------------------------------------------------
@@ -309,6 +310,7 @@ class ChatConsumer(TenantSocketConsumer):
 
     group = ""
     present = False
+    typing_bucket: TokenBucket | None = None
 
     async def open(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["room"]
@@ -338,7 +340,6 @@ class ChatConsumer(TenantSocketConsumer):
             return await self.reject(_JOIN_REFUSALS.get(exc.code, CloseCode.FORBIDDEN))
         assert self.room is not None
         await hub.bind(feed, self.room.id)
-        self.typing_bucket = TokenBucket(2.0, 5)
         first, users = await self.presence_join()
         await self.start()
         await self.send_frame(events.presence(users))
@@ -411,6 +412,8 @@ class ChatConsumer(TenantSocketConsumer):
             await self.send_frame(frame)
 
     async def on_typing(self, content: dict[str, Any]) -> None:
+        if self.typing_bucket is None:  # made at the first typing frame: most sockets never type
+            self.typing_bucket = TokenBucket(2.0, 5)
         if self.typing_bucket.take():
             return  # typing is a hint: extra ones are dropped quietly, not answered
         await services.typing_announce(

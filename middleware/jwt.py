@@ -34,18 +34,22 @@ class JWTQueryStringMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tenant = scope["tenant"]
-        raw = query_param(scope, "token")
-        user_id = None
-        if raw:
-            try:
-                token = validate_access_token(raw, tenant.schema_name)
-                user_id = int(token_user_id(token))
-            except (TokenError, ValueError, TypeError):
-                user_id = None
-        if user_id is None:
+        # The token and its claims are not kept in this frame, which lives as long as the
+        # socket: only the user id and the expiry go on, in the scope.
+        claims = _user_and_expiry(scope)
+        if claims is None:
             await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
             return
-        scope["user_id"] = user_id
-        scope["token_exp"] = int(token["exp"])
+        scope["user_id"], scope["token_exp"] = claims
         await self.app(scope, receive, send)
+
+
+def _user_and_expiry(scope: Scope) -> tuple[int, int] | None:
+    raw = query_param(scope, "token")
+    if not raw:
+        return None
+    try:
+        token = validate_access_token(raw, scope["tenant"].schema_name)
+        return int(token_user_id(token)), int(token["exp"])
+    except (TokenError, ValueError, TypeError):
+        return None

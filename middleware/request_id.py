@@ -33,14 +33,21 @@ class RequestIdMiddleware:
         token = request_id_var.set(request_id)
         scope["request_id"] = request_id
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+            if scope["type"] == "http":
+                await self.app(scope, receive, _echoing(send, request_id))
+            else:  # a WebSocket keeps no closure of ours for its lifetime
+                await self.app(scope, receive, send)
         finally:
             request_id_var.reset(token)
+
+
+def _echoing(send: Send, request_id: str) -> Send:
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers.append((b"x-request-id", request_id.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_id
