@@ -50,3 +50,11 @@ DB_SECONDS = Histogram(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_delivery_attempts_total",
+    "Webhook delivery attempts of this worker, by outcome (delivered, retry, failed, gone)",
+    ["outcome"],
+    registry=REGISTRY,
+)

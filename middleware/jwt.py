@@ -8,8 +8,9 @@ from urllib.parse import parse_qs
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.exceptions import TokenError
 
-from accounts.tokens import token_user_id, validate_access_token
+from accounts.tokens import access_token_user, token_user_id, validate_access_token
 from chat.protocol import CloseCode
+from integrations.identity import is_tenant_signed
 from middleware.closing import accept_then_close
 from middleware.types import ASGIApp, Receive, Scope, Send
 from tenants.context import in_schema
@@ -45,16 +46,22 @@ class JWTQueryStringMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tenant = scope["tenant"]
         raw = query_param(scope, "token")
-        user = None
+        user, exp = None, 0
         if raw:
             try:
-                token = validate_access_token(raw, tenant.schema_name)
-                user = await in_schema(tenant.schema_name, _active_user, token_user_id(token))
+                if is_tenant_signed(raw):  # signed by the tenant's backend: its key, in its schema
+                    user, exp = await in_schema(
+                        tenant.schema_name, access_token_user, raw, tenant.schema_name
+                    )
+                else:  # our own: the signature is checked here, before any query
+                    token = validate_access_token(raw, tenant.schema_name)
+                    user = await in_schema(tenant.schema_name, _active_user, token_user_id(token))
+                    exp = int(token["exp"])
             except (TokenError, ValueError, TypeError):
                 user = None
         if user is None:
             await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
             return
         scope["user"] = user
-        scope["token_exp"] = int(token["exp"])
+        scope["token_exp"] = exp
         await self.app(scope, receive, send)
