@@ -42,7 +42,16 @@ def start_worker(tmp_dir: Path, **env: str) -> Worker:
     """`manage.py procrastinate worker`, the command a worker pod runs."""
     log_path = tmp_dir / f"worker-{time.monotonic_ns()}.log"
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "procrastinate", "worker", "--concurrency", "8"],
+        [
+            sys.executable,
+            "manage.py",
+            "procrastinate",
+            "worker",
+            "--concurrency",
+            "8",
+            "--fetch-job-polling-interval",
+            "0.2",
+        ],
         cwd=ROOT,
         env=server_env(**INTEGRATION_ENV, **env),
         stdout=log_path.open("wb"),
