@@ -39,13 +39,13 @@ class HasApiKey(BasePermission):
 
 class ApiKeySerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="prefix", read_only=True)
+    name = serializers.CharField(max_length=50)
     created_at = serializers.DateTimeField(source="created", read_only=True)
 
     class Meta:
         model = ApiKey
         fields = ["id", "name", "prefix", "created_at"]
         read_only_fields = ["prefix"]
-        extra_kwargs = {"name": {"max_length": 50, "allow_blank": False}}
 
 
 class NewApiKeySerializer(ApiKeySerializer):
@@ -270,6 +270,11 @@ class DeliveryRetryView(APIView):
     @extend_schema(request=None, responses={202: DeliverySerializer})
     def post(self, request: Request, pk: int, delivery_id: int) -> Response:
         """One more attempt now, with the same `webhook-id`."""
-        delivery = generics.get_object_or_404(Delivery.objects.all(), pk=delivery_id, webhook_id=pk)
+        delivery = generics.get_object_or_404(
+            Delivery.objects.select_related("webhook"), pk=delivery_id, webhook_id=pk
+        )
+        if not delivery.webhook.is_active:
+            # Its job would find the webhook inactive and send nothing.
+            raise exceptions.ValidationError({"webhook": ["This webhook is inactive."]})
         delivery = services.delivery_retry(schema_name=current_schema(), delivery=delivery)
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)

@@ -77,6 +77,8 @@ def test_members_cannot_make_keys_and_names_are_checked(
     with admin_client(hook_server, tenant_x) as c:
         assert_field_error(c.post("/api/keys/", json={"name": ""}), "name")
         assert_field_error(c.post("/api/keys/", json={"name": "n" * 51}), "name")
+        assert_field_error(c.post("/api/keys/", json={}), "name")
+        assert_field_error(c.post("/api/keys/", json={"name": ["x"]}), "name")
 
 
 async def test_server_token_creates_the_user_once_and_opens_a_socket(
@@ -283,9 +285,12 @@ def test_message_created_is_signed_retried_after_500s_and_logged(
         assert retry.status_code == 202
         assert c.get(f"/api/webhooks/{hook['id']}/").json().get("secret") is None
         assert c.post(f"/api/webhooks/{hook['id']}/deliveries/999999/retry/").status_code == 404
-        assert c.patch(f"/api/webhooks/{hook['id']}/", json={"is_active": False}).status_code == 200
     fourth = receiver.wait_for(4)
-    assert fourth[3]["headers"]["webhook-id"] in ids
+    assert len(fourth) == 4 and fourth[3]["headers"]["webhook-id"] in ids
+    with admin_client(hook_server, tenant_x) as c:
+        assert c.patch(f"/api/webhooks/{hook['id']}/", json={"is_active": False}).status_code == 200
+        refused = c.post(f"/api/webhooks/{hook['id']}/deliveries/{deliveries[0]['id']}/retry/")
+        assert_field_error(refused, "webhook")
 
 
 def test_failed_after_the_schedule(
