@@ -106,9 +106,14 @@ async def access_check(*, schema_name: str, actor: Actor) -> None:
 def _join(schema_name: str, slug: str, actor: Actor, create: bool = True) -> RoomRef | None:
     _check_active(schema_name, actor)
     if create:
-        room, _ = Room.objects.get_or_create(
-            slug=slug, defaults={"name": slug, "created_by_id": actor.id}
-        )
+        with transaction.atomic():  # a room made by a join is reported like any other
+            room, made = Room.objects.get_or_create(
+                slug=slug, defaults={"name": slug, "created_by_id": actor.id}
+            )
+            if made:
+                webhooks.record(
+                    "room.created", lambda: webhooks.room_data(Room.objects.get(pk=room.pk))
+                )
     else:
         found = Room.objects.filter(slug=slug).first()
         if found is None:

@@ -375,3 +375,38 @@ def test_rolled_back_change_records_nothing(tenant_x: TenantInfo) -> None:
         return count
 
     assert blocking(lambda: run_in_schema(tenant_x.schema_name, attempt)) == 0
+
+
+async def test_room_made_by_a_join_and_a_member_change_are_reported(
+    hook_server: LiveServer, worker: Any, tenant_x: TenantInfo, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    hook = await blocking_async(
+        _create_hook, hook_server, tenant_x, receiver.url, ["room.created", "member.added"]
+    )
+    user = await blocking_async(make_user_in, tenant_x)
+    access = (await blocking_async(tokens_for, user))["access"]
+    ws = await ws_connect(
+        hook_server.ws_url, tenant_x.domain, f"/ws/chat/joined-room/?token={access}"
+    )
+    try:
+        await ws_receive_type(ws, "presence")
+    finally:
+        await ws.close()
+
+    def add_member() -> None:
+        with admin_client(hook_server, tenant_x) as c:
+            c.post("/api/rooms/", json={"slug": "secret", "name": "S", "is_private": True})
+            answer = c.post("/api/rooms/secret/members/", json={"user_id": user.id})
+            assert answer.status_code in (200, 201), answer.text
+
+    await blocking_async(add_member)
+    calls = await blocking_async(receiver.wait_for, 3)  # two rooms, one member
+    verifier = StandardWebhook(hook["secret"])
+    payloads = [verifier.verify(call["body"], call["headers"]) for call in calls]
+    created = {p["data"]["room"]["slug"] for p in payloads if p["type"] == "room.created"}
+    assert created == {"joined-room", "secret"}
+    added = [p["data"] for p in payloads if p["type"] == "member.added"]
+    assert added == [{"room": "secret", "user": {"id": user.id, "username": user.username}}]
+    with admin_client(hook_server, tenant_x) as c:
+        c.delete(f"/api/webhooks/{hook['id']}/")
