@@ -241,6 +241,19 @@ if any(v < 0 for v in WEBHOOK_RETRY_SCHEDULE):
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)  # an attempt without a 2xx by then fails
 # Development only: webhooks may point at loopback, private and link-local addresses.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+# A worker that stopped updating its heartbeat for WEBHOOK_STALLED_SECONDS is dead (SIGKILL,
+# OOM): its running jobs are queued again by a check every WEBHOOK_STALLED_CHECK_SECONDS.
+WEBHOOK_WORKER_HEARTBEAT = env_float("WEBHOOK_WORKER_HEARTBEAT", 10.0)
+WEBHOOK_STALLED_SECONDS = env_float("WEBHOOK_STALLED_SECONDS", 30.0)
+WEBHOOK_STALLED_CHECK_SECONDS = env_int("WEBHOOK_STALLED_CHECK_SECONDS", 10)
+if not 1 <= WEBHOOK_STALLED_CHECK_SECONDS <= 59:
+    raise ImproperlyConfigured("WEBHOOK_STALLED_CHECK_SECONDS must be 1 to 59.")
+if WEBHOOK_STALLED_SECONDS <= WEBHOOK_WORKER_HEARTBEAT:
+    raise ImproperlyConfigured("WEBHOOK_STALLED_SECONDS must exceed WEBHOOK_WORKER_HEARTBEAT.")
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "update_heartbeat_interval": WEBHOOK_WORKER_HEARTBEAT,
+    "stalled_worker_timeout": WEBHOOK_STALLED_SECONDS,
+}
 
 # --- platform bootstrap (make run) ---
 PLATFORM_ADMIN_USER = env_str("PLATFORM_ADMIN_USER", "platform")

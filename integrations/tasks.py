@@ -178,7 +178,8 @@ async def deliver(schema_name: str, delivery_id: int) -> None:
     logger.info("webhook delivery %s attempt: %s (%s)", delivery_id, outcome, status_code or error)
 
 
-@app.periodic(cron="* * * * *")
+# croniter's sixth field is seconds: every WEBHOOK_STALLED_CHECK_SECONDS.
+@app.periodic(cron=f"* * * * * */{settings.WEBHOOK_STALLED_CHECK_SECONDS}")
 @app.task(
     name="integrations.retry_stalled_jobs", queueing_lock="retry_stalled_jobs", pass_context=True
 )
@@ -186,6 +187,9 @@ async def retry_stalled_jobs(context: JobContext, timestamp: int) -> None:
     """Jobs of a worker that died (SIGKILL, OOM) without finishing them are run again: the
     delivery may then reach its endpoint twice, with the same `webhook-id` (at least once)."""
     manager = context.app.job_manager
-    for job in await manager.get_stalled_jobs():
+    stalled = await manager.get_stalled_jobs(
+        seconds_since_heartbeat=settings.WEBHOOK_STALLED_SECONDS
+    )
+    for job in stalled:
         await manager.retry_job(job)
         logger.info("webhook job %s of a dead worker queued again", job.id)

@@ -84,6 +84,7 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     blackhole: bool = False
+    delay_first: float = 0.0  # seconds the first request waits before its answer
     calls: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     arrived: threading.Condition = field(default_factory=threading.Condition)
@@ -112,6 +113,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if receiver.blackhole:
                 time.sleep(30)
                 return
+            if receiver.delay_first and len(receiver.calls) == 1:
+                time.sleep(receiver.delay_first)
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
