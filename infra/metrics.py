@@ -58,3 +58,13 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+WEBHOOK_QUEUE_DUE = Gauge(
+    "webhook_queue_due_jobs",
+    "Webhook delivery jobs due now and not yet taken by a worker (read at scrape time)",
+    registry=REGISTRY,
+)
+WEBHOOK_QUEUE_AGE = Gauge(
+    "webhook_queue_oldest_due_seconds",
+    "How long the oldest due job has waited for a worker (0: none waiting)",
+    registry=REGISTRY,
+)

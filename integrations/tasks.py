@@ -193,3 +193,13 @@ async def retry_stalled_jobs(context: JobContext, timestamp: int) -> None:
     for job in stalled:
         await manager.retry_job(job)
         logger.info("webhook job %s of a dead worker queued again", job.id)
+
+
+@app.periodic(cron="17 * * * *")
+@app.task(name="integrations.remove_old_jobs", queueing_lock="remove_old_jobs", pass_context=True)
+async def remove_old_jobs(context: JobContext, timestamp: int) -> None:
+    """Finished Procrastinate jobs older than a day go (every hour): the delivery log is the
+    `Delivery` rows, a job is only the vehicle of one attempt."""
+    await context.app.job_manager.delete_old_jobs(
+        nb_hours=24, include_failed=True, include_cancelled=True, include_aborted=True
+    )

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.conftest import LiveServer, TenantInfo
 from tests.integrations.conftest import start_worker
 from tests.integrations.test_integration import _create_hook, _send
@@ -31,6 +33,14 @@ def test_sigkilled_worker_loses_nothing_and_repeats_only_its_attempt(
     receiver = receiver_factory(delay_first=20)  # the first POST hangs: kill the worker then
     _create_hook(hook_server, tenant_x, receiver.url, ["message.created"])
     sent = [_send(hook_server, tenant_x, f"batch {n}", room="batch")["id"] for n in range(5)]
+    metrics = httpx.get(f"{hook_server.url}/metrics", timeout=10).text
+    figures = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("webhook_queue_")
+    }
+    assert figures["webhook_queue_due_jobs"] >= 5, "no worker yet: the five jobs wait"
+    assert figures["webhook_queue_oldest_due_seconds"] > 0
     doomed = start_worker(tmp_path, **FAST_STALL)
     try:
         assert receiver.wait_for(1, timeout=20), doomed.log()
