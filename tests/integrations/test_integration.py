@@ -93,6 +93,8 @@ async def test_server_token_creates_the_user_once_and_opens_a_socket(
         first = await c.post("/api/server/tokens/", json={"user": "ext-42"})
         again = await c.post("/api/server/tokens/", json={"user": "ext-42", "is_admin": True})
         assert first.status_code == again.status_code == 200, first.text
+        burst = [await c.post("/api/server/tokens/", json={"user": f"b-{n}"}) for n in range(25)]
+        assert {r.status_code for r in burst} == {200}, "a login burst is not a write budget"
         assert_field_error(await c.post("/api/server/tokens/", json={"user": ""}), "user")
         assert_field_error(await c.post("/api/server/tokens/", json={"user": "x" * 129}), "user")
         assert_field_error(
