@@ -412,3 +412,35 @@ async def test_room_made_by_a_join_and_a_member_change_are_reported(
     assert added == [{"room": "secret", "user": {"id": user.id, "username": user.username}}]
     with admin_client(hook_server, tenant_x) as c:
         c.delete(f"/api/webhooks/{hook['id']}/")
+
+
+async def test_backend_key_token_socket_and_verified_webhook_end_to_end(
+    hook_server: LiveServer, worker: Any, tenant_y: TenantInfo, receiver_factory: Any
+) -> None:
+    """The issue's 'done when': key, token for `ext-42`, socket, verified `message.created`."""
+    receiver = receiver_factory()
+    key = await blocking_async(api_key, hook_server, tenant_y)
+    async with httpx.AsyncClient(
+        base_url=hook_server.url,
+        headers={"Host": tenant_y.domain, "Authorization": f"Api-Key {key}"},
+        timeout=TIMEOUT,
+    ) as c:
+        made = await c.post(
+            "/api/webhooks/", json={"url": receiver.url, "events": ["message.created"]}
+        )
+        assert made.status_code == 201, made.text
+        tokens = (await c.post("/api/server/tokens/", json={"user": "ext-42"})).json()
+    ws = await ws_connect(
+        hook_server.ws_url, tenant_y.domain, f"/ws/chat/e2e/?token={tokens['access']}"
+    )
+    try:
+        await ws_receive_type(ws, "presence")
+        await ws.send(json.dumps({"type": "message", "message": "hello from ext-42"}))
+        frame = await ws_receive_type(ws, "chat.message")
+    finally:
+        await ws.close()
+    calls = await blocking_async(receiver.wait_for, 1)
+    payload = StandardWebhook(made.json()["secret"]).verify(calls[0]["body"], calls[0]["headers"])
+    assert payload["type"] == "message.created"
+    assert payload["data"] == {"room": "e2e", "message": frame}
+    assert frame["user"] == "ext-42"
