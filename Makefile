@@ -70,11 +70,18 @@ install: $(UV_BOOTSTRAP)
 	$(UV) sync --frozen
 
 # Development: DEBUG defaults to 1 here (settings refuse the default SECRET_KEY otherwise).
+# The webhook worker (Procrastinate) runs beside the server; the shell forwards Ctrl-C /
+# SIGTERM to both (background jobs of a non-interactive shell ignore SIGINT) and waits for
+# both. Webhooks may point at local receivers here (WEBHOOK_ALLOW_PRIVATE=1).
 run: install
-	DEBUG="$${DEBUG:-1}" exec $(DEVSERVICES) run -- sh -c '\
+	DEBUG="$${DEBUG:-1}" WEBHOOK_ALLOW_PRIVATE="$${WEBHOOK_ALLOW_PRIVATE:-1}" \
+	exec $(DEVSERVICES) run -- sh -c '\
 		$(VENV_BIN)/python manage.py migrate_schemas --noinput \
 		&& $(VENV_BIN)/python manage.py ensure_demo \
-		&& exec $(VENV_BIN)/uvicorn config.asgi:application --host 0.0.0.0 --port "$$PORT"'
+		&& { $(VENV_BIN)/python manage.py procrastinate worker --concurrency 20 & W=$$!; \
+		$(VENV_BIN)/uvicorn config.asgi:application --host 0.0.0.0 --port "$$PORT" & U=$$!; \
+		trap "kill -TERM $$U $$W 2>/dev/null" INT TERM; \
+		wait $$U; code=$$?; kill -TERM $$W 2>/dev/null; wait $$W; exit $$code; }'
 
 # Lint first and outside devservices: a lint or type error fails fast, before any server starts.
 test: install

@@ -11,6 +11,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from chat import events
 from chat.protocol import CloseCode
+from integrations import webhooks
 from tenants.context import run_in_schema
 
 
@@ -18,9 +19,12 @@ def user_create(*, schema_name: str, username: str, password: str, is_admin: boo
     """Create an active user in the tenant's schema."""
 
     def create() -> Any:
-        return get_user_model().objects.create_user(
-            username=username, password=password, is_staff=is_admin
-        )
+        with transaction.atomic():
+            user = get_user_model().objects.create_user(
+                username=username, password=password, is_staff=is_admin
+            )
+            webhooks.record("user.created", lambda: webhooks.user_data(user))
+        return user
 
     return run_in_schema(schema_name, create)
 
@@ -68,6 +72,7 @@ def user_deactivate(*, schema_name: str, user: Any) -> None:
             BlacklistedToken.objects.bulk_create(
                 [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
             )
+            webhooks.record("user.deactivated", lambda: webhooks.user_data(user))
 
     run_in_schema(schema_name, deactivate)
     async_to_sync(events.close_user)(schema_name, user.pk, CloseCode.UNAUTHORIZED)

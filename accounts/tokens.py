@@ -3,6 +3,10 @@
 simplejwt tokens carry no tenant by default, so a token of tenant A would pass on tenant B's
 host (same SECRET_KEY, same user ids). REST authentication, token refresh and the WebSocket
 middleware all go through `validate_access_token` / `check_tenant_claim`.
+
+The other kind of access token is one the tenant's backend signed itself (a `kid` in its
+header, PROTOCOL section 5): `access_token_user` is the one entry point for both kinds on the
+paths that load the user, REST authentication and the WebSocket handshake.
 """
 
 from __future__ import annotations
@@ -39,3 +43,22 @@ def token_user_id(token: Token) -> Any:
     except KeyError as exc:
         # TokenError (not DRF's InvalidToken): every transport turns it into its own 401/4401.
         raise TokenError("Token contained no recognizable user identification") from exc
+
+
+def access_token_user(raw: str, schema_name: str) -> tuple[Any, int]:
+    """(active user, exp) of an access token of either kind; runs inside `schema_name`.
+
+    Our own tokens: `validate_access_token`, then the user by id. Tokens signed by the
+    tenant's backend (header `kid`): verified with that tenant's signing key, the user found
+    or created by external id (integrations.identity). Raises TokenError."""
+    from django.contrib.auth import get_user_model
+
+    from integrations.identity import is_tenant_signed, tenant_token_user
+
+    if is_tenant_signed(raw):
+        return tenant_token_user(raw)
+    token = validate_access_token(raw, schema_name)
+    user = get_user_model().objects.filter(pk=token_user_id(token), is_active=True).first()
+    if user is None:
+        raise TokenError("User not found or inactive.")
+    return user, int(token["exp"])

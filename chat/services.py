@@ -21,6 +21,7 @@ from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import round_wait
 from infra.metrics import MESSAGES_PERSISTED
+from integrations import webhooks
 from tenants.context import current_schema, in_schema, run_in_schema
 from tenants.models import Tenant
 
@@ -105,9 +106,14 @@ async def access_check(*, schema_name: str, actor: Actor) -> None:
 def _join(schema_name: str, slug: str, actor: Actor, create: bool = True) -> RoomRef | None:
     _check_active(schema_name, actor)
     if create:
-        room, _ = Room.objects.get_or_create(
-            slug=slug, defaults={"name": slug, "created_by_id": actor.id}
-        )
+        with transaction.atomic():  # a room made by a join is reported like any other
+            room, made = Room.objects.get_or_create(
+                slug=slug, defaults={"name": slug, "created_by_id": actor.id}
+            )
+            if made:
+                webhooks.record(
+                    "room.created", lambda: webhooks.room_data(Room.objects.get(pk=room.pk))
+                )
     else:
         found = Room.objects.filter(slug=slug).first()
         if found is None:
@@ -210,6 +216,9 @@ def room_create(*, schema_name: str, actor: Actor, slug: str, name: str, is_priv
             )
             if is_private:
                 Membership.objects.create(room=room, user_id=actor.id)
+            webhooks.record(
+                "room.created", lambda: webhooks.room_data(Room.objects.get(pk=room.pk))
+            )
         return Room.objects.get(pk=room.pk)  # read back db defaults (created_at)
 
     return run_in_schema(schema_name, create)
@@ -228,7 +237,9 @@ def room_update(
             room.name = name
         if is_private is not None:
             room.is_private = is_private
-        room.save(update_fields=["name", "is_private"])
+        with transaction.atomic():
+            room.save(update_fields=["name", "is_private"])
+            webhooks.record("room.updated", lambda: webhooks.room_data(room))
         return room
 
     updated = run_in_schema(schema_name, update)
@@ -241,7 +252,13 @@ def room_update(
 
 def room_delete(*, schema_name: str, room: Room) -> None:
     """Delete a room with its messages; its open sockets on every process close with 4403."""
-    run_in_schema(schema_name, room.delete)
+
+    def delete() -> None:
+        with transaction.atomic():
+            webhooks.record("room.deleted", webhooks.room_data(room))
+            room.delete()
+
+    run_in_schema(schema_name, delete)
     async_to_sync(events.close_group)(
         events.room_group_name(schema_name, room.slug), CloseCode.FORBIDDEN
     )
@@ -253,7 +270,10 @@ def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Memb
     def add() -> tuple[Membership, bool, int]:
         if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
             raise ChatError(ErrorCode.NOT_FOUND, "No active user with this id.")
-        membership, created = Membership.objects.get_or_create(room=room, user_id=user_id)
+        with transaction.atomic():
+            membership, created = Membership.objects.get_or_create(room=room, user_id=user_id)
+            if created:
+                webhooks.record("member.added", lambda: webhooks.member_data(room, user_id))
         marker = ReadMarker.objects.filter(room=room, user_id=user_id).values("seq").first()
         last_seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
         return membership, created, max(last_seq - (marker["seq"] if marker else 0), 0)
@@ -268,9 +288,15 @@ def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Memb
 def room_member_remove(*, schema_name: str, room: Room, user_id: int) -> bool:
     """Take a user out of a room: their sockets in it, on every process, close with 4403,
     and their notification sockets hear `room.removed`."""
-    deleted, _ = run_in_schema(
-        schema_name, Membership.objects.filter(room=room, user_id=user_id).delete
-    )
+
+    def remove() -> tuple[int, Any]:
+        with transaction.atomic():
+            deleted = Membership.objects.filter(room=room, user_id=user_id).delete()
+            if deleted[0]:
+                webhooks.record("member.removed", lambda: webhooks.member_data(room, user_id))
+            return deleted
+
+    deleted, _ = run_in_schema(schema_name, remove)
     async_to_sync(events.kick_from_room)(schema_name, user_id, room.slug, CloseCode.FORBIDDEN)
     if deleted:
         frame = {"type": "room.removed", "room": room.slug}
@@ -355,7 +381,9 @@ def _persist_message(
     statement itself refuses an inactive author); a message naming `@someone` costs one more
     query, for the mentioned readers."""
     try:
-        message = _insert_if_active(room_id, user_id, body, client_id)
+        with transaction.atomic():  # the message and its webhook event commit together
+            message = _insert_if_active(room_id, user_id, body, client_id)
+            webhooks.record("message.created", lambda: webhooks.message_data(message.pk))
     except IntegrityError:
         # The room was deleted since the sender joined it (the seq trigger finds no room row,
         # a foreign-key violation): the contract's not_found, not a 500.
@@ -436,13 +464,16 @@ def _change_message(
         raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
     if message.user_id != actor.id and not message.actor_admin:  # type: ignore[attr-defined]
         raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
-    if body is None:
-        message.deleted_at = timezone.now()
-        message.save(update_fields=["deleted_at"])
-    else:
-        message.body = body
-        message.edited_at = timezone.now()
-        message.save(update_fields=["body", "edited_at"])
+    with transaction.atomic():
+        if body is None:
+            message.deleted_at = timezone.now()
+            message.save(update_fields=["deleted_at"])
+            webhooks.record("message.deleted", webhooks.message_deleted_data(message))
+        else:
+            message.body = body
+            message.edited_at = timezone.now()
+            message.save(update_fields=["body", "edited_at"])
+            webhooks.record("message.edited", lambda: webhooks.message_data(message.pk))
     return message, message.user.get_username()
 
 

@@ -37,6 +37,10 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and Redoc files, so /api/docs/ needs no CDN
     "django.contrib.staticfiles",  # the finders WhiteNoise serves app static files through
     "channels",
+    # The job queue of webhook deliveries: its tables live in the public schema.
+    "procrastinate.contrib.django",
+    # Only for its abstract model (integrations.ApiKey is per tenant); its own table is unused.
+    "rest_framework_api_key",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -44,6 +48,7 @@ TENANT_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "accounts",
     "chat",
+    "integrations",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -150,7 +155,10 @@ CACHES = {
 
 # --- REST and JWT ---
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.TenantJWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.TenantJWTAuthentication",
+        "integrations.api_keys.ApiKeyAuthentication",  # `Authorization: Api-Key <key>`
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Ours: a body nested too deeply is a 400 (ParseError), not a RecursionError and a 500.
@@ -235,6 +243,30 @@ WS_AUTH_RECHECK_INTERVAL = env_float("WS_AUTH_RECHECK_INTERVAL", 30.0)
 # users leave within PRESENCE_TTL + PRESENCE_HEARTBEAT (the contract: 60 s).
 PRESENCE_TTL = env_int("PRESENCE_TTL", 30)
 PRESENCE_HEARTBEAT = env_float("PRESENCE_HEARTBEAT", 10.0)
+
+# --- tenant integration (PROTOCOL section 5) ---
+# Seconds between the attempts of a webhook delivery (8 attempts by default), then `failed`.
+WEBHOOK_RETRY_SCHEDULE = [
+    float(v) for v in env_str("WEBHOOK_RETRY_SCHEDULE", "5,30,120,600,3600,21600,86400").split(",")
+]
+if any(v < 0 for v in WEBHOOK_RETRY_SCHEDULE):
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE: comma-separated non-negative seconds.")
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)  # an attempt without a 2xx by then fails
+# Development only: webhooks may point at loopback, private and link-local addresses.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+# A worker that stopped updating its heartbeat for WEBHOOK_STALLED_SECONDS is dead (SIGKILL,
+# OOM): its running jobs are queued again by a check every WEBHOOK_STALLED_CHECK_SECONDS.
+WEBHOOK_WORKER_HEARTBEAT = env_float("WEBHOOK_WORKER_HEARTBEAT", 10.0)
+WEBHOOK_STALLED_SECONDS = env_float("WEBHOOK_STALLED_SECONDS", 30.0)
+WEBHOOK_STALLED_CHECK_SECONDS = env_int("WEBHOOK_STALLED_CHECK_SECONDS", 10)
+if not 1 <= WEBHOOK_STALLED_CHECK_SECONDS <= 59:
+    raise ImproperlyConfigured("WEBHOOK_STALLED_CHECK_SECONDS must be 1 to 59.")
+if WEBHOOK_STALLED_SECONDS <= WEBHOOK_WORKER_HEARTBEAT:
+    raise ImproperlyConfigured("WEBHOOK_STALLED_SECONDS must exceed WEBHOOK_WORKER_HEARTBEAT.")
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "update_heartbeat_interval": WEBHOOK_WORKER_HEARTBEAT,
+    "stalled_worker_timeout": WEBHOOK_STALLED_SECONDS,
+}
 
 # --- platform bootstrap (make run) ---
 PLATFORM_ADMIN_USER = env_str("PLATFORM_ADMIN_USER", "platform")

@@ -61,3 +61,21 @@ DB_SECONDS = Histogram(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_delivery_attempts_total",
+    "Webhook delivery attempts of this worker, by outcome (delivered, retry, failed, gone)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_QUEUE_DUE = Gauge(
+    "webhook_queue_due_jobs",
+    "Webhook delivery jobs due now and not yet taken by a worker (read at scrape time)",
+    registry=REGISTRY,
+)
+WEBHOOK_QUEUE_AGE = Gauge(
+    "webhook_queue_oldest_due_seconds",
+    "How long the oldest due job has waited for a worker (0: none waiting)",
+    registry=REGISTRY,
+)

@@ -16,7 +16,7 @@ import psycopg
 from django.db import connection
 
 from chat.drain import install_signal_drain
-from infra.metrics import render
+from infra.metrics import WEBHOOK_QUEUE_AGE, WEBHOOK_QUEUE_DUE, render
 from infra.redis_clients import fresh_async_client
 from middleware.types import ASGIApp, Receive, Scope, Send
 
@@ -51,6 +51,43 @@ def _database_answers() -> bool:
                 _probe_connection = None
             if fresh:
                 raise
+
+
+# The webhook queue as seen from PostgreSQL (Procrastinate's tables, public schema): jobs due
+# and waiting, and the wait of the oldest; read on the probe thread at each /metrics scrape.
+_QUEUE_SQL = """
+    SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(COALESCE(j.scheduled_at, e.at))), 0)
+    FROM public.procrastinate_jobs j
+    LEFT JOIN public.procrastinate_events e ON e.job_id = j.id AND e.type = 'deferred'
+    WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+"""
+
+
+def _queue_figures() -> tuple[int, float]:
+    global _probe_connection
+    if _probe_connection is None:
+        _probe_connection = _connect()
+    try:
+        row = _probe_connection.execute(_QUEUE_SQL).fetchone()
+    except psycopg.Error:
+        _probe_connection.close()
+        _probe_connection = None
+        raise
+    assert row is not None
+    return int(row[0]), max(float(row[1]), 0.0)
+
+
+async def _update_queue_gauges() -> None:
+    """Best effort: with PostgreSQL away the gauges keep their last values (/readyz says why)."""
+    try:
+        due, age = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(_PROBE_THREAD, _queue_figures),
+            PROBE_TIMEOUT,
+        )
+    except (TimeoutError, psycopg.Error, OSError):
+        return
+    WEBHOOK_QUEUE_DUE.set(due)
+    WEBHOOK_QUEUE_AGE.set(age)
 
 
 async def _database_probe() -> bool:
@@ -112,6 +149,7 @@ class ProbesMiddleware:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
         elif scope["type"] == "http" and path == "/metrics":
+            await _update_queue_gauges()
             payload, content_type = render()
             await _respond_bytes(send, 200, payload, content_type)
         elif scope["type"] == "http" and path == "/healthz":

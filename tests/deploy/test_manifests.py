@@ -47,7 +47,16 @@ YAMLLINT_CONFIG = DEPLOY / ".yamllint.yaml"
 # installed kubernetes-validate ships schemas for.
 K8S_MIN_VERSION = "1.30"
 
-APP_CODE = ("config", "infra", "tenants", "accounts", "chat", "middleware", "manage.py")
+APP_CODE = (
+    "config",
+    "infra",
+    "tenants",
+    "accounts",
+    "chat",
+    "integrations",
+    "middleware",
+    "manage.py",
+)
 EXPECTED_CMD = [
     "/app/.venv/bin/uvicorn",
     "config.asgi:application",
@@ -96,8 +105,14 @@ def all_resources() -> list[dict[str, Any]]:
     return [doc for path in k8s_files() for doc in load_documents(path)]
 
 
+def component(doc: dict[str, Any]) -> str | None:
+    labels = doc["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/component")
+
+
 def resource(kind: str) -> dict[str, Any]:
-    found = [doc for doc in all_resources() if doc["kind"] == kind]
+    """The one resource of `kind` (of the server: the worker's Deployment is `worker()`)."""
+    found = [doc for doc in all_resources() if doc["kind"] == kind and component(doc) != "worker"]
     assert len(found) == 1, f"expected exactly one {kind} in deploy/k8s, found {len(found)}"
     return found[0]
 
@@ -146,6 +161,7 @@ def test_every_kind_the_deployment_needs_is_there() -> None:
         [
             "ConfigMap",
             "Secret",
+            "Deployment",
             "Deployment",
             "Job",
             "Service",
@@ -426,11 +442,11 @@ def test_compose_loads_with_the_real_compose_loader() -> None:
 
 def test_compose_services_and_images() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "app", "lb"}
+    assert set(services) == {"postgres", "redis", "migrate", "app", "worker", "lb"}
     assert services["postgres"]["image"] == "postgres:16"
     assert services["redis"]["image"] == "redis:7"
     assert services["lb"]["image"] == "nginx:1.27"
-    for name in ("migrate", "app"):
+    for name in ("migrate", "app", "worker"):
         service = services[name]
         assert service["image"] == "tenantchat:latest", name
         assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}, name
@@ -792,3 +808,43 @@ def test_yamllint_passes_on_deploy() -> None:
     yamllint = tool("yamllint", "yamllint")
     result = run(yamllint, "--config-file", str(YAMLLINT_CONFIG), "--format", "parsable", "deploy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the webhook worker ------------------------------------------------------------------
+
+WORKER_COMMAND = ["python", "manage.py", "procrastinate", "worker", "--concurrency", "20"]
+
+
+def worker() -> dict[str, Any]:
+    found = [
+        doc for doc in all_resources() if doc["kind"] == "Deployment" and component(doc) == "worker"
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_worker_deployment_runs_the_procrastinate_worker_like_the_server_pods() -> None:
+    deployment = worker()
+    spec = deployment["spec"]
+    assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+    assert component(spec["template"]) == "worker"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == WORKER_COMMAND
+    assert container["image"] == only_container("Deployment")["image"]
+    assert container["envFrom"] == only_container("Deployment")["envFrom"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert "ports" not in container, "the worker serves nothing"
+    # The server's Service, autoscaler and disruption budget select the server pods only.
+    server_selector = resource("Service")["spec"]["selector"]
+    assert component({"metadata": {"labels": server_selector}}) == "server"
+
+
+def test_compose_worker_runs_after_the_migration() -> None:
+    service = compose()["services"]["worker"]
+    assert service["command"] == WORKER_COMMAND
+    assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "ports" not in service

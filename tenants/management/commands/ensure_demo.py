@@ -53,6 +53,13 @@ class Command(BaseCommand):
                     f"  API docs:      http://acme.{suffix}:{port}/api/docs/",
                     f"  probes:        http://127.0.0.1:{port}/healthz  /readyz",
                     "",
+                    "A webhook to try (a worker delivers it; README, Tenant integration):",
+                    "  python3 -m http.server 9000   # logs each POST (answers 501: retries show)",
+                    f"  curl -s -H 'Host: acme.{suffix}' -H 'Authorization: Bearer <alice access>' "
+                    "-H 'Content-Type: application/json' "
+                    """-d '{"url": "http://127.0.0.1:9000/hook", "events": ["*"]}' """
+                    f"http://127.0.0.1:{port}/api/webhooks/",
+                    "",
                 ]
             )
         )

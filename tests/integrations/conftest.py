@@ -1,0 +1,144 @@
+"""A uvicorn process and a Procrastinate worker process that may call local receivers
+(WEBHOOK_ALLOW_PRIVATE=1, a short retry schedule), two fresh tenants, and an HTTP receiver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, LiveServer, TenantInfo, server_env, start_server
+
+INTEGRATION_ENV = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_RETRY_SCHEDULE": "1,1,1"}
+
+
+@pytest.fixture(scope="module")
+def hook_server(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("hooks"), **INTEGRATION_ENV)
+    yield server
+    server.stop()
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(tmp_dir: Path, **env: str) -> Worker:
+    """`manage.py procrastinate worker`, the command a worker pod runs."""
+    log_path = tmp_dir / f"worker-{time.monotonic_ns()}.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "procrastinate",
+            "worker",
+            "--concurrency",
+            "8",
+            "--fetch-job-polling-interval",
+            "0.2",
+        ],
+        cwd=ROOT,
+        env=server_env(**INTEGRATION_ENV, **env),
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return Worker(process, log_path)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Worker]:
+    started = start_worker(tmp_path_factory.mktemp("worker"))
+    yield started
+    started.process.terminate()
+    started.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def tenant_x(make_tenant: Any) -> TenantInfo:
+    return make_tenant()
+
+
+@pytest.fixture(scope="module")
+def tenant_y(make_tenant: Any) -> TenantInfo:
+    return make_tenant()
+
+
+@dataclass
+class Receiver:
+    """A real HTTP endpoint: answers `statuses` in turn (then 200), or never (blackhole)."""
+
+    statuses: list[int] = field(default_factory=list)
+    blackhole: bool = False
+    delay_first: float = 0.0  # seconds the first request waits before its answer
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.calls) >= count, timeout=timeout)
+            return list(self.calls)
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            with receiver.arrived:
+                receiver.calls.append(
+                    {"at": time.monotonic(), "headers": dict(self.headers), "body": body}
+                )
+                receiver.arrived.notify_all()
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+            if receiver.blackhole:
+                time.sleep(30)
+                return
+            if receiver.delay_first and len(receiver.calls) == 1:
+                time.sleep(receiver.delay_first)
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Any]:
+    started: list[Receiver] = []
+
+    def make(**kwargs: Any) -> Receiver:
+        receiver = Receiver(**kwargs)
+        receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+        receiver.server.daemon_threads = True
+        threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        assert receiver.server is not None
+        receiver.server.shutdown()
+        receiver.server.server_close()
