@@ -228,8 +228,24 @@ async def test_tenant_signed_tokens_and_every_bad_one(
     ws = await ws_connect(hook_server.ws_url, tenant_x.domain, f"/ws/chat/general/?token={good}")
     try:
         assert "signed_user" in (await ws_receive_type(ws, "presence"))["users"]
+        # In band: a fresh tenant-signed token of the same user extends the session.
+        fresh = _token(private, "k-good", username="signed_user", exp=int(time.time()) + 900)
+        await ws.send(json.dumps({"type": "auth", "token": fresh}))
+        assert (await ws_receive_type(ws, "auth.ok"))["exp"] == jwt.decode(
+            fresh, options={"verify_signature": False}
+        )["exp"]
     finally:
         await ws.close()
+    for name, token in {**bad, "another user": _token(private, "k-good", sub="ext-other")}.items():
+        ws = await ws_connect(
+            hook_server.ws_url, tenant_x.domain, f"/ws/chat/general/?token={good}"
+        )
+        await ws_receive_type(ws, "presence")
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        with contextlib.suppress(Exception):
+            while True:
+                await ws.recv()
+        assert ws.close_code == 4401, name
     for name, token in bad.items():
         assert await _ws_close_code(hook_server, tenant_x, token) == 4401, name
 
