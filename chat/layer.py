@@ -1,5 +1,9 @@
 """The channel layer we run: channels-redis' pub/sub layer with a lock-free PUBLISH.
 
+Only its sending side is used: `group_send` (chat/events.py). Receiving is chat/fanout.py's,
+one pub/sub connection per process that reads the same Redis channels; no socket has a
+channel of its own, so the layer's own subscriptions and receive loop stay idle.
+
 channels-redis 4.3 takes one asyncio lock per Redis shard around every PUBLISH (and every
 SUBSCRIBE), so a process's broadcasts go out one at a time, each holding the lock until its
 reply has been read by a busy event loop. Under load that queue was the largest source of
