@@ -284,10 +284,12 @@ def server_env(**overrides: str) -> dict[str, str]:
         # (and they send from addresses of their own, see test_login_throttle.py).
         LOGIN_THROTTLE_IP_RATE="100000/min",
         # PostgreSQL serves both xdist workers, their servers (a test may start four) and
-        # the worker processes: each server holds at most 8 connections, not 16, so that
-        # the run stays under the server's max_connections (100 by default).
+        # the worker processes: a server started here holds at most 10 connections (4
+        # database threads and the HTTP threads), not 16, so that the run stays under the
+        # server's max_connections (100 by default). Tests that need more threads say so.
+        DB_THREADS="4",
         DB_POOL_MIN="1",
-        DB_POOL_MAX="8",
+        DB_POOL_MAX="10",
     )
     env.update(overrides)
     return env
