@@ -78,7 +78,7 @@ run: install
 	exec $(DEVSERVICES) run -- sh -c '\
 		$(VENV_BIN)/python manage.py migrate_schemas --noinput \
 		&& $(VENV_BIN)/python manage.py ensure_demo \
-		&& { $(VENV_BIN)/python manage.py procrastinate worker --concurrency 20 & W=$$!; \
+		&& { $(VENV_BIN)/python manage.py webhook_worker --concurrency 20 & W=$$!; \
 		$(VENV_BIN)/uvicorn config.asgi:application --host 0.0.0.0 --port "$$PORT" & U=$$!; \
 		trap "kill -TERM $$U $$W 2>/dev/null" INT TERM; \
 		wait $$U; code=$$?; kill -TERM $$W 2>/dev/null; wait $$W; exit $$code; }'

@@ -70,7 +70,6 @@ from tenants.context import CONNECTION_ERRORS, DatabaseUnavailable, in_schema
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
-HEALTH_INTERVAL = 5.0  # the pub/sub connection PINGs when idle this long; dead after 3 silent
 RETRY_MAX_AGE = 60.0  # an unpublished event older than this is dropped (repair covers it)
 RETRY_MAX_EVENTS = 10_000
 
@@ -395,10 +394,7 @@ class Hub:
         # No silent retry: redis-py would reconnect and re-subscribe behind our back, and
         # whatever was published meanwhile would be a gap no one sees. We reconnect, and repair.
         pool = async_pool(
-            socket_connect_timeout=2.0,
-            socket_keepalive=True,
-            health_check_interval=HEALTH_INTERVAL,
-            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=2.0, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
         return redis.asyncio.Redis.from_pool(pool)
 
@@ -441,11 +437,15 @@ class Hub:
         Redis confirmed them all, whatever was published while we were away is repaired."""
         silent_since = self.loop.time()
         while True:
-            message = await pubsub.get_message(timeout=HEALTH_INTERVAL)
+            message = await pubsub.get_message(timeout=settings.WS_PUBSUB_HEALTH_INTERVAL)
             now = self.loop.time()
             if message is None:
-                if now - silent_since > 3 * HEALTH_INTERVAL:
+                # Quiet: a PING of our own (redis-py swallows the answers to its health
+                # checks, so they cannot tell a live connection from a dead one); no answer
+                # at all for 3 intervals, and the connection is given up and repaired.
+                if now - silent_since > 3 * settings.WS_PUBSUB_HEALTH_INTERVAL:
                     raise ConnectionError("no answer on the pub/sub connection")
+                await pubsub.ping(b"fanout")
                 continue
             silent_since = now
             kind = message["type"]

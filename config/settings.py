@@ -222,6 +222,9 @@ WS_REPAIR_GIVE_UP = env_float("WS_REPAIR_GIVE_UP", 30.0)
 # A group with no socket left on the process stays subscribed this long (a reconnect soon
 # after finds it ready); a handshake waits at most WS_SUBSCRIBE_TIMEOUT for a subscription.
 WS_FEED_LINGER = env_float("WS_FEED_LINGER", 30.0)
+# The fan-out's pub/sub connection PINGs Redis when it heard nothing for this long, and is
+# given up (reconnected, then repaired) after three times as long without an answer.
+WS_PUBSUB_HEALTH_INTERVAL = env_float("WS_PUBSUB_HEALTH_INTERVAL", 5.0)
 WS_SUBSCRIBE_TIMEOUT = env_float("WS_SUBSCRIBE_TIMEOUT", 2.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0)
@@ -263,6 +266,11 @@ if not 1 <= WEBHOOK_STALLED_CHECK_SECONDS <= 59:
     raise ImproperlyConfigured("WEBHOOK_STALLED_CHECK_SECONDS must be 1 to 59.")
 if WEBHOOK_STALLED_SECONDS <= WEBHOOK_WORKER_HEARTBEAT:
     raise ImproperlyConfigured("WEBHOOK_STALLED_SECONDS must exceed WEBHOOK_WORKER_HEARTBEAT.")
+# `manage.py webhook_worker` serves its delivery counts at http://ADDR:PORT/metrics (0: off;
+# deploy/ sets 9100).
+WEBHOOK_WORKER_METRICS_PORT = env_int("WEBHOOK_WORKER_METRICS_PORT", 0)
+# All interfaces by default: Prometheus scrapes the worker pod from outside it.
+WEBHOOK_WORKER_METRICS_ADDR = env_str("WEBHOOK_WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
 PROCRASTINATE_WORKER_DEFAULTS = {
     "update_heartbeat_interval": WEBHOOK_WORKER_HEARTBEAT,
     "stalled_worker_timeout": WEBHOOK_STALLED_SECONDS,

@@ -284,12 +284,11 @@ def server_env(**overrides: str) -> dict[str, str]:
         # (and they send from addresses of their own, see test_login_throttle.py).
         LOGIN_THROTTLE_IP_RATE="100000/min",
         # PostgreSQL serves both xdist workers, their servers (a test may start four) and
-        # the worker processes: a server started here holds at most 10 connections (4
-        # database threads and the HTTP threads), not 16, so that the run stays under the
-        # server's max_connections (100 by default). Tests that need more threads say so.
-        DB_THREADS="4",
+        # the worker processes: a server started here holds at most 14 connections (its 8
+        # database threads and Django's 6 HTTP threads), not 16, and opens them only when
+        # needed, so that the run stays under PostgreSQL's max_connections (100).
         DB_POOL_MIN="1",
-        DB_POOL_MAX="10",
+        DB_POOL_MAX="14",
     )
     env.update(overrides)
     return env

@@ -812,7 +812,7 @@ def test_yamllint_passes_on_deploy() -> None:
 
 # --- the webhook worker ------------------------------------------------------------------
 
-WORKER_COMMAND = ["python", "manage.py", "procrastinate", "worker", "--concurrency", "20"]
+WORKER_COMMAND = ["python", "manage.py", "webhook_worker", "--concurrency", "20"]
 
 
 def worker() -> dict[str, Any]:

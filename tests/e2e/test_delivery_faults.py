@@ -283,6 +283,15 @@ async def test_a_resend_of_a_message_never_broadcast_reaches_the_room_once(
         assert [f["seq"] for f in receiver_copies] == [seq]
 
 
+def _closes_with(server: LiveServer, code: int) -> int:
+    """How many sockets the server closed with `code` (its /metrics)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    prefix = f'chat_close_codes_total{{code="{code}"}} '
+    return sum(
+        int(float(line[len(prefix) :])) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
 class StalledClient:
     """A WebSocket client that stops reading its TCP socket after the handshake, with a tiny
     receive buffer so that the server's buffers fill after a few hundred KiB instead of
@@ -326,7 +335,12 @@ async def test_a_client_that_stops_reading_is_closed_4408_and_the_room_goes_on(
     server_factory: Any, tenant_a: Any
 ) -> None:
     server = server_factory(
-        WS_MAX_OUTBOUND_BYTES="262144", CHAT_MAX_MESSAGE_CHARS="60000", **FAST_SENDER
+        WS_MAX_OUTBOUND_BYTES="262144",
+        CHAT_MAX_MESSAGE_CHARS="60000",
+        # uvicorn's own keepalive would close the stalled socket (1011, no pong) after 40 s
+        # on a slow machine: out of the way here.
+        UVICORN_WS_PING_INTERVAL="600",
+        **FAST_SENDER,
     )
     alice, bob, slow = (make_user_in(tenant_a) for _ in range(3))
     slug = unique("slow-")
@@ -338,10 +352,15 @@ async def test_a_client_that_stops_reading_is_closed_4408_and_the_room_goes_on(
         )
         collector, echoes = Collector(reader), Collector(sender)
         big = "x" * 50_000
-        for n in range(120):  # 6 MB: past the kernel's buffers and the 256 KiB limit
+        # Until the server counts a 4408: how much the kernel buffers varies with the load,
+        # so the amount is not fixed (it takes a few MB of 50 KB messages).
+        for n in range(400):
             await send(sender, {"type": "message", "message": f"{n} {big}"})
-            if n % 20 == 19:
+            if n % 10 == 9:
                 await asyncio.sleep(0.05)
+                if await asyncio.to_thread(_closes_with, server, 4408):
+                    break
+        assert await asyncio.to_thread(_closes_with, server, 4408) == 1
         stored = set(await asyncio.to_thread(_stored_seqs, server, bob, slug))
         await _until_complete([collector], stored)
         await _until_complete([echoes], stored)
@@ -352,3 +371,24 @@ async def test_a_client_that_stops_reading_is_closed_4408_and_the_room_goes_on(
         # The stalled client reads again: what the kernel held, then the 4408.
         assert await asyncio.to_thread(stalled.read_to_close) == 4408
     assert "Exception in ASGI application" not in server.log()
+
+
+async def test_an_idle_pubsub_connection_is_kept_not_mistaken_for_a_dead_one(
+    server_factory: Any, tenant_a: Any
+) -> None:
+    """Quiet for many health intervals: the hub's own PINGs are answered, so it neither
+    reconnects (and repairs every room) nor misses what comes after."""
+    env = {"WS_PUBSUB_HEALTH_INTERVAL": "0.3"}
+    first, second = server_factory(**env), server_factory(**env)
+    alice, bob = make_user_in(tenant_a), make_user_in(tenant_a)
+    slug = unique("idle-")
+    async with Sockets() as sockets:
+        sender = await _open_room(sockets, first, alice, slug)
+        receiver = await _open_room(sockets, second, bob, slug)
+        await asyncio.sleep(3)  # ten intervals, no traffic
+        frames = await fence(sender, receiver)
+        assert [f["type"] for f in frames[1]][-1] == "chat.message"
+    for server in (first, second):
+        log = server.log()
+        assert "pub/sub connection lost" not in log
+        assert "pub/sub is back" not in log

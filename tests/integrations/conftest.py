@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, LiveServer, TenantInfo, server_env, start_server
+from tests.conftest import ROOT, LiveServer, TenantInfo, free_port, server_env, start_server
 
 INTEGRATION_ENV = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_RETRY_SCHEDULE": "1,1,1"}
 
@@ -33,31 +33,33 @@ def hook_server(
 class Worker:
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 def start_worker(tmp_dir: Path, **env: str) -> Worker:
-    """`manage.py procrastinate worker`, the command a worker pod runs."""
+    """`manage.py webhook_worker`, the command a worker pod runs (its /metrics on a port of
+    its own)."""
     log_path = tmp_dir / f"worker-{time.monotonic_ns()}.log"
+    metrics_port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "manage.py",
-            "procrastinate",
-            "worker",
+            "webhook_worker",
             "--concurrency",
             "8",
             "--fetch-job-polling-interval",
             "0.2",
         ],
         cwd=ROOT,
-        env=server_env(**INTEGRATION_ENV, **env),
+        env=server_env(**INTEGRATION_ENV, WEBHOOK_WORKER_METRICS_PORT=str(metrics_port), **env),
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    return Worker(process, log_path)
+    return Worker(process, log_path, metrics_port)
 
 
 @pytest.fixture(scope="module")

@@ -309,6 +309,14 @@ def test_message_created_is_signed_retried_after_500s_and_logged(
         assert c.patch(f"/api/webhooks/{hook['id']}/", json={"is_active": False}).status_code == 200
         refused = c.post(f"/api/webhooks/{hook['id']}/deliveries/{deliveries[0]['id']}/retry/")
         assert_field_error(refused, "webhook")
+    # The worker's own /metrics counts the attempts by outcome.
+    metrics = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=TIMEOUT).text
+    counts = {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("webhook_delivery_attempts_total{")
+    }
+    assert counts.get("delivered", 0) >= 1 and counts.get("retry", 0) >= 2, counts
 
 
 def test_failed_after_the_schedule(
