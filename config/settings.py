@@ -96,6 +96,8 @@ _db.setdefault("OPTIONS", {})["pool"] = {
     "min_size": env_int("DB_POOL_MIN", 2),
     "max_size": env_int("DB_POOL_MAX", 16),
     "timeout": env_float("DB_POOL_TIMEOUT", 3.0),
+    # Connections beyond min_size that sat unused this long are closed (psycopg's max_idle).
+    "max_idle": env_float("DB_POOL_MAX_IDLE", 600.0),
 }
 _db["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
 # The pool checks a connection before handing it out (psycopg_pool's check_connection), so

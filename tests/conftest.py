@@ -285,10 +285,11 @@ def server_env(**overrides: str) -> dict[str, str]:
         LOGIN_THROTTLE_IP_RATE="100000/min",
         # PostgreSQL serves both xdist workers, their servers (a test may start four) and
         # the worker processes: a server started here holds at most 14 connections (its 8
-        # database threads and Django's 6 HTTP threads), not 16, and opens them only when
-        # needed, so that the run stays under PostgreSQL's max_connections (100).
+        # database threads and Django's 6 HTTP threads), not 16, and closes those it has not
+        # used for 10 s, so that the run stays under PostgreSQL's max_connections (100).
         DB_POOL_MIN="1",
         DB_POOL_MAX="14",
+        DB_POOL_MAX_IDLE="10",
     )
     env.update(overrides)
     return env

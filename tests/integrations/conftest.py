@@ -50,7 +50,7 @@ def start_worker(tmp_dir: Path, **env: str) -> Worker:
             "manage.py",
             "webhook_worker",
             "--concurrency",
-            "8",
+            "4",
             "--fetch-job-polling-interval",
             "0.2",
         ],
