@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -128,11 +129,20 @@ def blocking(fn: Callable[[], T]) -> T:
 
     Inside a running event loop Django refuses synchronous queries, so there the helper runs
     on a short-lived thread (with its own connection, closed after) while the test waits.
+    On a thread other than the main one (`asyncio.to_thread`, an executor) the connection is
+    closed after the call too: the thread outlives the test, and a pooled connection that
+    it kept would never go back to the pool (16 such calls and every later test of the
+    process waits for a connection in vain).
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return fn()
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        try:
+            return fn()
+        finally:
+            connections.close_all()
 
     def call() -> T:
         try:
