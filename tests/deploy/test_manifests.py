@@ -837,7 +837,10 @@ def test_worker_deployment_runs_the_procrastinate_worker_like_the_server_pods() 
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert {"requests", "limits"} <= set(container["resources"])
-    assert "ports" not in container, "the worker serves nothing"
+    # It serves only its own metrics (delivery attempts by outcome), on the port it is told.
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["WEBHOOK_WORKER_METRICS_PORT"] == "9100"
     # The server's Service, autoscaler and disruption budget select the server pods only.
     server_selector = resource("Service")["spec"]["selector"]
     assert component({"metadata": {"labels": server_selector}}) == "server"
