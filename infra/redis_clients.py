@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 REDIS_TIMEOUT = 2.0
+ASYNC_MAX_CONNECTIONS = 100  # per event loop, for budgets and caches
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,16 @@ def async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     entry = _by_loop.get(id(loop))
     if entry is None or entry[0] is not loop:
+        # A burst (hundreds of sockets closing at once, each releasing its slot) waits up to
+        # REDIS_TIMEOUT for one of the pool's connections; redis-py's plain pool raised
+        # MaxConnectionsError at its 100th, and the slot of that socket was never released.
         client = redis.asyncio.Redis(
             connection_pool=async_pool(
-                socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+                blocking=True,
+                max_connections=ASYNC_MAX_CONNECTIONS,
+                timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
             )
         )
         entry = _by_loop[id(loop)] = (loop, client)
