@@ -118,10 +118,18 @@ async def test_postgres_stopped_gives_unavailable_503_and_1013_then_the_same_pro
             assert time.monotonic() < deadline, "the process did not serve again"
             await asyncio.sleep(answer["retry_after"])
         stored = answer
-        again, _ = await answer_to(
-            a, {"type": "message", "message": "during the outage", "client_id": client_id}
-        )
-        assert again["type"] == "chat.message" and again["id"] == stored["id"]
+        # Once more: each database thread finds its dead connection at its own first call, so
+        # a call right after the recovery may still be answered `unavailable` (then resent).
+        while True:
+            again, _ = await answer_to(
+                a, {"type": "message", "message": "during the outage", "client_id": client_id}
+            )
+            if again["type"] == "chat.message":
+                break
+            assert again["code"] in ("unavailable", "rate_limited"), again
+            assert time.monotonic() < deadline, "the process did not serve again"
+            await asyncio.sleep(again["retry_after"])
+        assert again["id"] == stored["id"]
         seen_by_b = await frames_until(b, is_message("during the outage"))
         fence = await say(a, "after the outage")
         seen_by_b += await frames_until(b, is_message(fence["message"]))
