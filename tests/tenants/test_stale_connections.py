@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import httpx
@@ -35,6 +36,20 @@ def _terminate_test_database_backends() -> int:
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
     return len(rows)
+
+
+def _close_this_threads_connections() -> None:
+    """Close the test thread's own connections (terminated above) from the async test: safe,
+    nothing else uses them; Django refuses any call from a thread with a running loop."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        connections.close_all()
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def _wait_past_idle_check() -> None:
@@ -66,7 +81,7 @@ async def test_database_threads_reconnect_after_their_idle_connections_were_term
         )
         assert results == [tenant_a.schema_name] * calls
     finally:
-        connections.close_all()  # this thread's connection was terminated too
+        _close_this_threads_connections()  # this thread's connection was terminated too
 
 
 async def test_a_server_answers_http_websockets_and_readyz_after_its_connections_were_terminated(
@@ -104,7 +119,7 @@ async def test_a_server_answers_http_websockets_and_readyz_after_its_connections
                 *(chat_round_trip(f"after{i}") for i in range(4)), return_exceptions=True
             )
         finally:
-            connections.close_all()
+            _close_this_threads_connections()
     echoes = [f["message"] if isinstance(f, dict) else repr(f) for f in frames]
     expected = [f"after{i}" for i in range(4)]
     assert (readyz.status_code, rooms.status_code, echoes) == (200, 200, expected), (
