@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsTenantAdmin
 from chat import selectors
 from chat.api_errors import api_exception
+from chat.attachments import AttachmentRefused
 from chat.models import Room
 from chat.protocol import ErrorCode
 from chat.serializers import (
@@ -191,7 +192,10 @@ class RoomMessagesView(APIView):
                 actor=Actor.of(request.user),
                 body=payload.validated_data["message"],
                 client_id=payload.validated_data.get("client_id"),
+                attachments=payload.validated_data.get("attachments"),
             )
+        except AttachmentRefused as exc:  # not_found included: the ids are the body's
+            raise api_exception(exc, field="attachments") from exc
         except ChatError as exc:  # e.g. not_found: the room was deleted during the send
             raise api_exception(exc, field="message") from exc
         return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -414,6 +414,7 @@ class ChatConsumer(TenantSocketConsumer):
             body=content.get("message"),
             client_id=content.get("client_id"),
             skip=self,
+            attachments=content.get("attachments"),
         )
         if not created:  # a resend: the sender hears the original frame, as its answer
             await self.send_frame(frame)

@@ -90,9 +90,15 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def chat_message(
-    message: Any, *, room: str, user: str, frame_type: str = ServerFrame.CHAT_MESSAGE
+    message: Any,
+    *,
+    room: str,
+    user: str,
+    frame_type: str = ServerFrame.CHAT_MESSAGE,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row."""
+    """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row, with
+    its attachment objects (chat/attachments.py: signed links, made by the caller)."""
     return {
         "type": frame_type,
         "id": message.pk,
@@ -103,6 +109,7 @@ def chat_message(
         "client_id": message.client_id,
         "created_at": iso(message.created_at),
         "edited_at": iso(message.edited_at),
+        "attachments": attachments or [],
     }
 
 

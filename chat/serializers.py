@@ -63,9 +63,35 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses strings, floats and booleans (as the WebSocket side does)."""
+
+    def to_internal_value(self, data: object) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class MessageInSerializer(serializers.Serializer):
     message = StrictCharField(trim_whitespace=False, allow_blank=True)
     client_id = StrictCharField(required=False, max_length=64, trim_whitespace=False)
+    # Ids of the sender's own uploads in this room not yet attached (POST .../attachments/);
+    # with some, `message` may be "".
+    attachments = serializers.ListField(
+        child=StrictIntegerField(min_value=1),
+        required=False,
+        max_length=settings.ATTACHMENT_MAX_PER_MESSAGE,
+    )
+
+
+class AttachmentSerializer(serializers.Serializer):
+    """An attachment object: in the upload's answer and in `chat.message` frames."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField()
+    content_type = serializers.CharField()
+    url = serializers.CharField(help_text="A signed link; expires after ATTACHMENT_URL_TTL s")
 
 
 class ChatMessageFrameSerializer(serializers.Serializer):
@@ -80,3 +106,4 @@ class ChatMessageFrameSerializer(serializers.Serializer):
     client_id = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
     edited_at = serializers.DateTimeField(allow_null=True)
+    attachments = AttachmentSerializer(many=True)

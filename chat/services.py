@@ -66,12 +66,15 @@ def is_valid_room_slug(slug: str) -> bool:
     return bool(_SLUG.fullmatch(slug))
 
 
-def clean_message_body(body: Any) -> str:
+def clean_message_body(body: Any, *, allow_empty: bool = False) -> str:
+    """`allow_empty`: a message with attachments may have no text (absent or blank)."""
+    if body is None and allow_empty:
+        return ""
     if not isinstance(body, str):
         raise ChatError(ErrorCode.INVALID_FRAME, "`message` must be a string.")
     if "\x00" in body:  # PostgreSQL text cannot hold NUL
         raise ChatError(ErrorCode.INVALID_FRAME, "`message` must not contain NUL characters.")
-    if not body.strip():
+    if not body.strip() and not allow_empty:
         raise ChatError(ErrorCode.EMPTY_MESSAGE, "`message` is empty.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(body) > limit:
@@ -254,8 +257,11 @@ def room_delete(*, schema_name: str, room: Room) -> None:
     """Delete a room with its messages; its open sockets on every process close with 4403."""
 
     def delete() -> None:
+        from chat import attachments  # imports this module
+
         with transaction.atomic():
             webhooks.record("room.deleted", webhooks.room_data(room))
+            attachments.room_attachments_remove(room.pk)  # files go after the commit
             room.delete()
 
     run_in_schema(schema_name, delete)
@@ -375,14 +381,24 @@ def _insert_if_active(room_id: int, user_id: int, body: str, client_id: str | No
 
 
 def _persist_message(
-    room_id: int, user_id: int, body: str, client_id: str | None
+    room_id: int,
+    user_id: int,
+    body: str,
+    client_id: str | None,
+    attachment_ids: list[int] | None = None,
 ) -> tuple[Message, bool, list[int]]:
     """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement, and the
     statement itself refuses an inactive author); a message naming `@someone` costs one more
-    query, for the mentioned readers."""
+    query, for the mentioned readers, and one with attachments one UPDATE that links them
+    (refused: the INSERT rolls back with it)."""
+    from chat import attachments  # imports this module
+
     try:
         with transaction.atomic():  # the message and its webhook event commit together
             message = _insert_if_active(room_id, user_id, body, client_id)
+            attachments.attachments_link(
+                message_id=message.pk, room_id=room_id, user_id=user_id, ids=attachment_ids or []
+            )
             webhooks.record("message.created", lambda: webhooks.message_data(message.pk))
     except IntegrityError:
         # The room was deleted since the sender joined it (the seq trigger finds no room row,
@@ -411,6 +427,7 @@ async def message_send(
     body: Any,
     client_id: Any = None,
     skip: Any = None,
+    attachments: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """Persist a message, then broadcast it to the room on every process.
 
@@ -420,13 +437,25 @@ async def message_send(
     away, its process killed), the room gets it now; where it was delivered, the fan-out
     drops the copy by its seq. Raises ChatError UNAUTHORIZED if the user or the tenant is
     no longer active (read from the database).
+
+    `attachments`: ids of the sender's own unlinked uploads in the room (chat/attachments.py;
+    AttachmentRefused otherwise, nothing stored); with some, the text may be empty.
     """
-    text = clean_message_body(body)
+    from chat import attachments as files  # imports this module
+
+    ids = files.clean_attachment_ids(attachments)
+    text = clean_message_body(body, allow_empty=bool(ids))
     cid = clean_client_id(client_id)
     message, created, mentioned = await in_schema(
-        schema_name, _persist_message, room.id, actor.id, text, cid
+        schema_name, _persist_message, room.id, actor.id, text, cid, ids
     )
-    frame = events.chat_message(message, room=room.slug, user=actor.username)
+    # Only a message known to have none (new, none asked for) skips reading them back.
+    objects = (
+        await in_schema(schema_name, files.objects_of_message, message.pk)
+        if ids or not created
+        else []
+    )
+    frame = events.chat_message(message, room=room.slug, user=actor.username, attachments=objects)
     # The row is committed (autocommit) before any socket can see the frame.
     group = events.room_group_name(schema_name, room.slug)
     if not created:
@@ -466,8 +495,11 @@ def _change_message(
         raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
     with transaction.atomic():
         if body is None:
+            from chat import attachments  # imports this module
+
             message.deleted_at = timezone.now()
             message.save(update_fields=["deleted_at"])
+            attachments.message_attachments_remove(message.pk)  # files go after the commit
             webhooks.record("message.deleted", webhooks.message_deleted_data(message))
         else:
             message.body = body
@@ -488,11 +520,18 @@ async def message_edit(
 ) -> dict[str, Any]:
     """Change a message's text; the room gets `chat.message.edited` with the new fields."""
     text = clean_message_body(body)
+    from chat import attachments  # imports this module
+
     message, author = await in_schema(
         schema_name, _change_message, room.id, _message_id(message_id), actor, text
     )
+    objects = await in_schema(schema_name, attachments.objects_of_message, message.pk)
     frame = events.chat_message(
-        message, room=room.slug, user=author, frame_type=ServerFrame.CHAT_MESSAGE_EDITED
+        message,
+        room=room.slug,
+        user=author,
+        frame_type=ServerFrame.CHAT_MESSAGE_EDITED,
+        attachments=objects,
     )
     await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
     return frame

@@ -7,6 +7,7 @@ from chat.api import (
     RoomMembersView,
     RoomMessagesView,
 )
+from chat.attachments_api import RoomAttachmentsView, attachment_download
 from chat.models import ROOM_SLUG_PATTERN
 from chat.pages import demo_page
 
@@ -31,6 +32,12 @@ urlpatterns = [
     path("api/rooms/<room:slug>/", RoomDetailView.as_view(), name="room-detail"),
     path("api/rooms/<room:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),
     path("api/rooms/<room:slug>/members/", RoomMembersView.as_view(), name="room-members"),
+    path(
+        "api/rooms/<room:slug>/attachments/",
+        RoomAttachmentsView.as_view(),
+        name="room-attachments",
+    ),
+    path("api/attachments/<int:attachment_id>/", attachment_download, name="attachment-download"),
     path(
         "api/rooms/<room:slug>/members/<int:user_id>/",
         RoomMemberDetailView.as_view(),
