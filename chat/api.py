@@ -194,8 +194,8 @@ class RoomMessagesView(APIView):
                 client_id=payload.validated_data.get("client_id"),
                 attachments=payload.validated_data.get("attachments"),
             )
-        except AttachmentRefused as exc:  # not_found included: the ids are the body's
-            raise api_exception(exc, field="attachments") from exc
+        except AttachmentRefused as exc:  # not_found too: the ids named in the body are at fault
+            raise ValidationError({"attachments": [exc.detail]}, code=str(exc.code)) from exc
         except ChatError as exc:  # e.g. not_found: the room was deleted during the send
             raise api_exception(exc, field="message") from exc
         return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

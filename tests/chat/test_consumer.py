@@ -27,6 +27,7 @@ CHAT_MESSAGE_FIELDS = {
     "client_id",
     "created_at",
     "edited_at",
+    "attachments",
 }
 
 

@@ -37,6 +37,7 @@ CHAT_MESSAGE_FIELDS = {
     "client_id",
     "created_at",
     "edited_at",
+    "attachments",
 }
 MISSING = object()
 

@@ -35,6 +35,7 @@ CHAT_MESSAGE_FIELDS = {
     "client_id",
     "created_at",
     "edited_at",
+    "attachments",
 }
 REPLAY_LIMIT = 1000
 
