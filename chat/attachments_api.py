@@ -53,7 +53,15 @@ class RoomAttachmentsView(APIView):
     parser_classes = [MultiPartParser]
 
     @extend_schema(
-        request={"multipart/form-data": AttachmentUploadSerializer},
+        # Spelled out: without COMPONENT_SPLIT_REQUEST drf-spectacular would describe the
+        # file as a URI string, and clients (and the fuzzer) would send text.
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
         responses={
             201: AttachmentSerializer,
             413: OpenApiResponse(_TOO_LARGE, description="Over ATTACHMENT_MAX_BYTES"),
