@@ -665,3 +665,19 @@ def test_a_slug_outside_the_pattern_is_404(files_server, tenant_a, make_user):
     alice = make_user(tenant_a)
     with api(files_server, alice) as client:
         assert upload(client, unique("missing_"), PNG).status_code == 404
+
+
+def test_uploads_take_from_the_users_rest_write_budget(
+    server_factory, data_dir, tenant_a, make_user
+):
+    server = server_factory(
+        DATA_DIR=str(data_dir), CHAT_RATE_BURST="3", CHAT_RATE_PER_SECOND="0.01"
+    )
+    alice = make_user(tenant_a)
+    with api(server, alice) as client:
+        slug = create_room(client)  # one token
+        answers = [upload(client, slug, PNG).status_code for _ in range(3)]
+        limited = upload(client, slug, PNG)
+    assert answers[:2] == [201, 201] and 429 in answers
+    assert limited.status_code == 429 and "retry-after" in limited.headers
+    assert len(rows(tenant_a, uploader_id=alice.id)) == 2
