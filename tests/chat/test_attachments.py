@@ -479,6 +479,7 @@ def test_bad_attachments_over_rest_are_400_naming_attachments_and_change_nothing
         ("a-string", "invalid_frame"),
         ("too-many", "invalid_frame"),
         ("twice", "invalid_frame"),
+        ("unknown", "not_found"),
         ("another-users", "not_found"),
         ("another-rooms", "not_found"),
         ("already-linked", "not_found"),
@@ -681,3 +682,46 @@ def test_uploads_take_from_the_users_rest_write_budget(
     assert answers[:2] == [201, 201] and 429 in answers
     assert limited.status_code == 429 and "retry-after" in limited.headers
     assert len(rows(tenant_a, uploader_id=alice.id)) == 2
+
+
+async def test_an_edited_message_keeps_its_attachments_in_the_edited_frame(
+    files_server, tenant_a, make_user
+):
+    alice = make_user(tenant_a)
+    with api(files_server, alice) as client:
+        slug = create_room(client)
+        body = uploaded(client, slug)
+        frame = client.post(
+            f"/api/rooms/{slug}/messages/", json={"message": "v1", "attachments": [body["id"]]}
+        ).json()
+    ws = await open_room_socket(files_server, alice, slug)
+    try:
+        await ws.send(json.dumps({"type": "edit", "id": frame["id"], "message": "v2"}))
+        edited = await ws_receive_type(ws, "chat.message.edited")
+    finally:
+        await ws.close()
+    assert edited["message"] == "v2"
+    assert [a["id"] for a in edited["attachments"]] == [body["id"]]
+
+
+def test_two_messages_racing_for_one_upload_link_it_once(files_server, tenant_a, make_user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice = make_user(tenant_a)
+    with api(files_server, alice) as client:
+        slug = create_room(client)
+        body = uploaded(client, slug)
+    token = tokens_for(alice)["access"]
+
+    def send(n: int) -> int:
+        headers = {"Host": tenant_a.domain, "Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=files_server.url, headers=headers, timeout=TIMEOUT) as c:
+            return c.post(
+                f"/api/rooms/{slug}/messages/",
+                json={"message": f"m{n}", "attachments": [body["id"]]},
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = sorted(pool.map(send, range(4)))
+    assert answers == [201, 400, 400, 400]
+    assert room_state(tenant_a, slug) == (1, 1)
