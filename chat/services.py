@@ -518,10 +518,11 @@ def _message_id(value: Any) -> int:
 async def message_edit(
     *, schema_name: str, room: RoomRef, actor: Actor, message_id: Any, body: Any
 ) -> dict[str, Any]:
-    """Change a message's text; the room gets `chat.message.edited` with the new fields."""
-    text = clean_message_body(body)
+    """Change a message's text; the room gets `chat.message.edited` with the new fields
+    (its attachments included: one more query)."""
     from chat import attachments  # imports this module
 
+    text = clean_message_body(body)
     message, author = await in_schema(
         schema_name, _change_message, room.id, _message_id(message_id), actor, text
     )
