@@ -18,7 +18,19 @@ export interface ChatMessage {
   client_id: string | null;
   created_at: string;
   edited_at: string | null;
+  /** Files attached to the message (PROTOCOL.md section 6); `[]` when none. */
+  attachments: Attachment[];
   [extra: string]: unknown;
+}
+
+/** An uploaded file (`POST /api/rooms/<slug>/attachments/` answers one). `url` expires after
+ * ATTACHMENT_URL_TTL seconds; a local one is root-relative: `new URL(url, baseUrl)`. */
+export interface Attachment {
+  id: number;
+  name: string;
+  size: number;
+  content_type: string;
+  url: string;
 }
 
 export interface ChatMessageEdited extends Omit<ChatMessage, "type"> {
