@@ -9,6 +9,7 @@ from chat.api import (
 )
 from chat.models import ROOM_SLUG_PATTERN
 from chat.pages import demo_page
+from chat.search import SearchView
 
 
 class RoomSlugConverter:
@@ -36,4 +37,5 @@ urlpatterns = [
         RoomMemberDetailView.as_view(),
         name="room-member-detail",
     ),
+    path("api/search/", SearchView.as_view(), name="search"),
 ]

@@ -1,0 +1,156 @@
+"""Full-text search of a tenant's messages (PROTOCOL.md section 6): query builder and view.
+
+`GET /api/search/?q=<words>[&room=<slug>][&limit=n]` answers `chat.message` frames of the
+rooms the caller can read, best first. The words are split by PostgreSQL's own 'simple'
+parser (the one that filled `chat_message.search_vector`, migration 0003_message_search),
+so a query word is cut exactly as the same word in a message was; every word must match,
+each as a prefix (`deploy` finds "deployment"). Queries run on the request's tenant
+connection, whose search path is that tenant's schema only: there is no other tenant's
+table to scan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchQueryField, SearchVectorField
+from django.db import connection
+from django.db.models import BooleanField, Expression, FloatField, Func, QuerySet, Value
+from django.db.models.functions import Cast
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import events, selectors
+from chat.models import ROOM_SLUG_PATTERN, Message, Room
+from chat.serializers import ChatMessageFrameSerializer
+from chat.services import Actor
+
+SEARCH_CONFIG = "simple"
+QUERY_MAX_CHARS = 200
+
+
+class _SearchVector(Expression):
+    """`chat_message.search_vector`: the generated column lives in the table only, not in the
+    model (see the migration's docstring for why), so the query names it itself."""
+
+    output_field = SearchVectorField()
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        table = compiler.quote_name_unless_alias(Message._meta.db_table)
+        return f"{table}.search_vector", []
+
+
+_VECTOR = _SearchVector()
+
+
+class _Matches(Func):
+    """`vector @@ query`: the operator the GIN index answers."""
+
+    arg_joiner = " @@ "
+    template = "(%(expressions)s)"
+    output_field = BooleanField()
+
+
+class _Rank(Func):
+    function = "ts_rank"
+    output_field = FloatField()
+
+
+def search_terms(text: str) -> list[str]:
+    """The distinct lexemes that 'simple' makes of `text`: lowercased words, numbers, e-mail
+    addresses, host names... exactly as the messages were indexed. Punctuation alone gives
+    none."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lexeme FROM unnest(to_tsvector(%s::regconfig, %s))", [SEARCH_CONFIG, text]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def prefix_tsquery(terms: list[str]) -> str:
+    """`'t1':* & 't2':*`: every term, quoted (a lexeme may hold `:`, `&`, `'` or `\\`), as a
+    prefix."""
+    quoted = ("'" + t.replace("\\", "\\\\").replace("'", "''") + "':*" for t in terms)
+    return " & ".join(quoted)
+
+
+def search_messages(
+    *, actor: Actor, terms: list[str], room: Room | None, limit: int
+) -> QuerySet[Message]:
+    """Messages matching every term as a prefix, in `room` or else in every room `actor` can
+    read, never deleted ones; best first (ts_rank), ties newest first."""
+    tsquery = Cast(Value(prefix_tsquery(terms)), output_field=SearchQueryField())
+    messages = Message.objects.filter(_Matches(_VECTOR, tsquery), deleted_at__isnull=True)
+    if room is not None:
+        messages = messages.filter(room_id=room.pk)
+    else:
+        messages = messages.filter(room_id__in=selectors.visible_rooms(actor).values("pk"))
+    return (
+        messages.annotate(rank=_Rank(_VECTOR, tsquery))
+        .select_related("user", "room")
+        .order_by("-rank", "-id")[:limit]
+    )
+
+
+def search_frames(messages: QuerySet[Message]) -> list[dict[str, Any]]:
+    return [events.chat_message(m, room=m.room.slug, user=m.user.get_username()) for m in messages]
+
+
+class SearchQuerySerializer(serializers.Serializer):
+    # DRF's CharField refuses NUL bytes and lone surrogates (400), which PostgreSQL would
+    # refuse with an error (500). Blank after trimming is "may not be blank".
+    q = serializers.CharField(max_length=QUERY_MAX_CHARS)
+    room = serializers.RegexField(
+        rf"\A{ROOM_SLUG_PATTERN}\Z", required=False, max_length=64, trim_whitespace=False
+    )
+    limit = serializers.IntegerField(required=False, min_value=1)
+
+    def validate_limit(self, value: int) -> int:
+        # Like history's `limit`: more than the maximum is the maximum, not an error.
+        return min(value, settings.CHAT_SEARCH_MAX_LIMIT)
+
+
+class SearchView(APIView):
+    """Any signed-in user of the tenant; reads are not throttled (like history)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "q",
+                str,
+                required=True,
+                description="Words, each matched as a prefix (all must match); "
+                f"at most {QUERY_MAX_CHARS} characters",
+            ),
+            OpenApiParameter("room", str, description="Only this room (a room you can read)"),
+            OpenApiParameter("limit", int, description="Default 20, at most 100"),
+        ],
+        responses=ChatMessageFrameSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        # A plain dict, not the QueryDict: DRF reads an empty optional form value as absent,
+        # but `room=` is outside the slug pattern and `limit=` is no number (400s).
+        query = SearchQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        terms = search_terms(query.validated_data["q"])
+        if not terms:
+            raise ValidationError({"q": ["No searchable word (letters or digits) in the query."]})
+        room = None
+        if "room" in query.validated_data:
+            # A private room of others and a missing room get the same answer: no oracle.
+            room = selectors.visible_room(Actor.of(request.user), query.validated_data["room"])
+            if room is None:
+                raise Http404("No such room.")
+        messages = search_messages(
+            actor=Actor.of(request.user),
+            terms=terms,
+            room=room,
+            limit=query.validated_data.get("limit", settings.CHAT_SEARCH_DEFAULT_LIMIT),
+        )
+        return Response(search_frames(messages))
