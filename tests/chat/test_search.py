@@ -272,6 +272,26 @@ def test_limit_defaults_to_20_and_more_than_100_is_100(live_server, tenant_a):
     assert ids(frames) == sorted(ids(frames), reverse=True)
 
 
+def test_only_the_newest_matches_of_the_rank_window_are_ranked(
+    live_server, server_factory, tenant_a
+):
+    server = server_factory(CHAT_SEARCH_RANK_WINDOW="2")
+    alice = make_user_in(tenant_a)
+    tag, slug = new_tag(), unique("s_")
+    best_but_old = post(server, alice, slug, f"{tag} {tag} {tag}")
+    middle = post(server, alice, slug, f"{tag} {tag}")
+    newest = post(server, alice, slug, f"{tag} once")
+
+    # CHAT_SEARCH_RANK_WINDOW=2: the 2 newest matches are ranked; the best one is older. The
+    # default window (10,000) ranks all three.
+    assert ids(found(server, alice, q=tag)) == [middle["id"], newest["id"]]
+    assert ids(found(live_server, alice, q=tag)) == [
+        best_but_old["id"],
+        middle["id"],
+        newest["id"],
+    ]
+
+
 # --- refused ---------------------------------------------------------------------------------
 
 
@@ -335,7 +355,7 @@ def test_the_search_query_uses_the_gin_index(make_tenant):
     from django.db import connection
 
     from chat.models import Room
-    from chat.search import search_messages, search_terms
+    from chat.search import search_messages, search_sql, search_terms
     from chat.services import Actor
     from tenants.context import run_in_schema
 
@@ -353,9 +373,11 @@ def test_the_search_query_uses_the_gin_index(make_tenant):
         out = []
         for scope in (None, room):
             terms = search_terms("zyzzy")
-            messages = search_messages(actor=actor, terms=terms, room=scope, limit=20)
-            assert len(list(messages)) == 3
-            out.append(messages.explain())
+            assert len(search_messages(actor=actor, terms=terms, room=scope, limit=20)) == 3
+            sql, params = search_sql(actor=actor, terms=terms, room=scope, limit=20)
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN {sql}", params)
+                out.append("\n".join(row[0] for row in cursor.fetchall()))
         return out
 
     for plan in blocking(lambda: run_in_schema(tenant.schema_name, plans)):
