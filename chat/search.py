@@ -111,7 +111,10 @@ def search_messages(
     with connection.cursor() as cursor:
         cursor.execute(*search_sql(actor=actor, terms=terms, room=room, limit=limit))
         ids = [row[0] for row in cursor.fetchall()]
-    found = Message.objects.select_related("user", "room").in_bulk(ids)
+    # Deleted since the first query: still not found.
+    found = (
+        Message.objects.filter(deleted_at__isnull=True).select_related("user", "room").in_bulk(ids)
+    )
     return [found[i] for i in ids if i in found]
 
 
