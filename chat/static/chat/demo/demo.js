@@ -519,6 +519,13 @@ function markReadSoon() {
 }
 document.addEventListener("visibilitychange", markReadSoon);
 
+/** crypto.randomUUID exists only on secure origins (https, localhost); a plain-http host has
+ * getRandomValues still. A client_id is any string of 1 to 64 characters. */
+function newClientId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function showSendError(err) {
   $("#send-error").textContent = err.message;
 }
@@ -579,7 +586,7 @@ $("#composer").addEventListener("submit", async (event) => {
   input.value = "";
   clearAttached();
   $("#send-error").textContent = "";
-  const clientId = crypto.randomUUID();
+  const clientId = newClientId();
   const pending = document.createElement("li");
   pending.className = "pending";
   pending.dataset.clientId = clientId;
