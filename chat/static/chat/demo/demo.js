@@ -580,9 +580,8 @@ $("#composer").addEventListener("submit", async (event) => {
   if (uploading.length) await Promise.all(uploading);
   if (room !== current) return;
   const files = attached;
-  // A message with files only carries their names as its text.
-  const text = input.value.trim() ? input.value : files.map((a) => a.name).join(", ");
-  if (!text.trim()) return;
+  const text = input.value;
+  if (!text.trim() && !files.length) return; // a message with files may have no text
   input.value = "";
   clearAttached();
   $("#send-error").textContent = "";
@@ -590,7 +589,7 @@ $("#composer").addEventListener("submit", async (event) => {
   const pending = document.createElement("li");
   pending.className = "pending";
   pending.dataset.clientId = clientId;
-  pending.textContent = `${me.username}: ${text} (sending…)`;
+  pending.textContent = `${me.username}: ${text || files.map((a) => a.name).join(", ")} (sending…)`;
   $("#messages").append(pending);
   room.send(text, { client_id: clientId, attachments: files.length ? files : undefined }).then(
     () => pending.remove(),
