@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -416,6 +417,8 @@ def test_thread_reply_reaction_and_dm_between_two_users_on_the_demo_page(
     )
     root_id = pa.evaluate("window.tenantchatDemo.room.messages[0].id")
     assert stored == [["lunch at noon?", None], ["yes, 12:00", root_id]], stored
+    ARTIFACTS.mkdir(exist_ok=True)
+    pa.screenshot(path=str(ARTIFACTS / "demo-thread.png"))  # alice's window: the thread pane
 
     # DM: alice starts one by username; it is listed on bob's page with its unread count.
     pa.fill("#start-dm input[name=username]", bob.username)
@@ -470,9 +473,11 @@ def test_search_and_file_upload_between_two_users_on_the_demo_page(
     # Bob's links work: the file's bytes, and a picture the browser could decode.
     href = link.get_attribute("href")
     assert href
-    download = pb.request.get(href if "://" in href else f"http://{tenant.domain}:{pod.port}{href}")
-    assert download.status == 200, download.status
-    assert download.body() == notes
+    signed = urlsplit(href)  # a signed link of this host (local storage): no token needed
+    with http(pod.server, tenant.domain) as client:
+        download = client.get(f"{signed.path}?{signed.query}")
+    assert download.status_code == 200, download.status_code
+    assert download.content == notes
     pb.wait_for_function(
         "(el) => el.complete && el.naturalWidth === 2", arg=thumb.element_handle(), timeout=WAIT_MS
     )
@@ -495,3 +500,6 @@ def test_search_and_file_upload_between_two_users_on_the_demo_page(
     hits.first.click()
     expect(pb.locator("#room-title")).to_have_text(f"#{room}")
     expect(pb.locator("#messages li.msg.hit .text")).to_have_text(f"the {word} report is out")
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Bob's window: a search hit, an attachment link and a thumbnail.
+    pb.screenshot(path=str(ARTIFACTS / "demo-search-and-files.png"))
