@@ -653,8 +653,12 @@ export class Room extends Socket {
         break;
       case "chat.message.deleted": {
         const gone = this.log.remove(frame.id);
-        const root = gone && gone.parent_id != null ? this.log.find(gone.parent_id) : null;
-        if (root && root.reply_count > 0) root.reply_count -= 1; // a deleted reply leaves its thread
+        // A deleted reply leaves its thread (the frame names its root; so did the reply). It
+        // is in the root's count if it was shown here or is older than the root's count.
+        const rootId = frame.parent_id ?? gone?.parent_id;
+        const root = rootId != null ? this.log.find(rootId) : undefined;
+        const counted = gone || frame.seq <= (this.replyAsOf.get(rootId) ?? -1);
+        if (root && counted && root.reply_count > 0) root.reply_count -= 1;
         this.log.skip(frame.seq);
         this.queue.offer(frame);
         break;

@@ -117,9 +117,14 @@ describe("threads", () => {
     assert.equal(root.reply_count, 3);
     // Replies are messages of the room: shown once each, in seq order.
     assert.deepEqual(received.map((f) => f.id), [6, 7, 8, 9]);
-    // A deleted reply leaves the thread.
-    next.frame({ type: "chat.message.deleted", id: 9, seq: 44, room: "general" });
+    // A deleted reply leaves the thread (the server's frame names its root, or we know it).
+    next.frame({ type: "chat.message.deleted", id: 9, seq: 44, room: "general", parent_id: 6 });
     assert.equal(root.reply_count, 2);
+    next.frame({ type: "chat.message.deleted", id: 8, seq: 43, room: "general" });
+    assert.equal(root.reply_count, 1);
+    // A reply never shown here and newer than the root's count was not in it: no change.
+    next.frame({ type: "chat.message.deleted", id: 50, seq: 45, room: "general", parent_id: 6 });
+    assert.equal(root.reply_count, 1);
     chat.close();
   });
 

@@ -184,7 +184,9 @@ function onRoomFrame(frame) {
     case "chat.message.deleted":
       for (const el of document.querySelectorAll(`li[data-id="${frame.id}"]`)) el.remove();
       if (threadRoot === frame.id) closeThread();
-      if (parentOf.has(frame.id)) rerender(parentOf.get(frame.id)); // its root's reply count
+      if (frame.parent_id != null || parentOf.has(frame.id)) {
+        rerender(frame.parent_id ?? parentOf.get(frame.id)); // its root's reply count
+      }
       break;
     case "chat.reaction":
       if (frame.user === me.username) {
