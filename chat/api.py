@@ -23,10 +23,15 @@ from chat.models import Room
 from chat.protocol import ErrorCode
 from chat.serializers import (
     ChatMessageFrameSerializer,
+    ChatReactionFrameSerializer,
+    DmInSerializer,
     HistoryQuerySerializer,
     MemberAddSerializer,
     MemberSerializer,
     MessageInSerializer,
+    ReactionInSerializer,
+    ReactionQuerySerializer,
+    RepliesQuerySerializer,
     RoomSerializer,
     RoomUpdateSerializer,
 )
@@ -34,7 +39,9 @@ from chat.services import (
     Actor,
     ChatError,
     RoomRef,
+    dm_open,
     message_send,
+    reaction_set,
     room_create,
     room_delete,
     room_member_add,
@@ -191,7 +198,98 @@ class RoomMessagesView(APIView):
                 actor=Actor.of(request.user),
                 body=payload.validated_data["message"],
                 client_id=payload.validated_data.get("client_id"),
+                parent_id=payload.validated_data.get("parent_id"),
             )
         except ChatError as exc:  # e.g. not_found: the room was deleted during the send
-            raise api_exception(exc, field="message") from exc
+            if exc.field is not None and exc.code == ErrorCode.NOT_FOUND:
+                # The missing thing is what a body field names (a parent), not the room.
+                raise ValidationError({exc.field: [exc.detail]}) from exc
+            raise api_exception(exc, field=exc.field or "message") from exc
         return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ThreadRepliesView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Replies with a larger seq"),
+            OpenApiParameter("limit", int, description="Default 50, at most 200"),
+        ],
+        responses=ChatMessageFrameSerializer(many=True),
+    )
+    def get(self, request: Request, slug: str, message_id: int) -> Response:
+        """The replies of a thread (not its root), oldest first."""
+        room = _visible_room_or_404(request, slug)
+        query = RepliesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        frames = selectors.thread_replies(
+            room=room,
+            root_id=message_id,
+            after=query.validated_data.get("after"),
+            limit=query.validated_data.get("limit", settings.CHAT_HISTORY_DEFAULT_LIMIT),
+        )
+        if frames is None:
+            raise Http404("No such top-level message in this room.")
+        return Response(frames)
+
+
+class MessageReactionsView(APIView):
+    """Reactions over REST, the same service as the `react` / `unreact` frames."""
+
+    def _set(self, request: Request, slug: str, message_id: int, emoji: str, add: bool) -> Response:
+        room = _visible_room_or_404(request, slug)
+        try:
+            frame, changed = async_to_sync(reaction_set)(
+                schema_name=current_schema(),
+                room=RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private),
+                actor=Actor.of(request.user),
+                message_id=message_id,
+                emoji=emoji,
+                add=add,
+            )
+        except ChatError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                raise Http404(exc.detail) from exc
+            raise api_exception(exc, field=exc.field) from exc
+        created = add and changed
+        return Response(frame, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        request=ReactionInSerializer,
+        responses={201: ChatReactionFrameSerializer, 200: ChatReactionFrameSerializer},
+    )
+    def post(self, request: Request, slug: str, message_id: int) -> Response:
+        """Add the caller's emoji (201; 200 when it was there already)."""
+        payload = ReactionInSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        return self._set(request, slug, message_id, payload.validated_data["emoji"], True)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("emoji", str, required=True)],
+        responses={200: ChatReactionFrameSerializer},
+    )
+    def delete(self, request: Request, slug: str, message_id: int) -> Response:
+        """Remove the caller's emoji (200 with the counts, also when it was not there)."""
+        query = ReactionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return self._set(request, slug, message_id, query.validated_data["emoji"], False)
+
+
+class DmView(APIView):
+    @extend_schema(request=DmInSerializer, responses={201: RoomSerializer, 200: RoomSerializer})
+    def post(self, request: Request) -> Response:
+        """The caller's direct message with another user: created the first time (201),
+        the same room after (200)."""
+        payload = DmInSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            room, created = dm_open(
+                schema_name=current_schema(),
+                actor=Actor.of(request.user),
+                user_id=payload.validated_data.get("user_id"),
+                username=payload.validated_data.get("username"),
+            )
+        except ChatError as exc:
+            if exc.code in (ErrorCode.NOT_FOUND, ErrorCode.INVALID_FRAME) and exc.field:
+                raise ValidationError({exc.field: [exc.detail]}) from exc
+            raise api_exception(exc) from exc
+        return Response(room, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -39,6 +39,7 @@ def api_exception(exc: ChatError, *, field: str | None = None) -> exceptions.API
     rate_limited 429 with Retry-After, any other (validation) code 400, under `field` if
     given (DRF's field-error shape)."""
     code = exc.code
+    field = exc.field or field
     if code == ErrorCode.NOT_FOUND:
         return exceptions.NotFound(exc.detail, code=str(code))
     if code == ErrorCode.FORBIDDEN:

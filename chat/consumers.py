@@ -257,6 +257,11 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
             # PostgreSQL away: nothing was stored; the socket stays open and the client
             # resends (with the same client_id, so a write that did land is not doubled).
             await self.send_error(ErrorCode.UNAVAILABLE, exc.detail, retry_after=exc.retry_after)
+        except Exception:
+            # A bug, not the client's fault: logged, and the socket closed with 1011 (the
+            # client reconnects with `since`) rather than dropped without a close frame.
+            logger.exception("unexpected error handling a %s frame", frame_type)
+            await self.close_with(CloseCode.INTERNAL_ERROR)
 
     async def refuse(self, exc: ChatError) -> None:
         """A refused frame is answered with its error; a service that found the user or the
@@ -413,6 +418,7 @@ class ChatConsumer(TenantSocketConsumer):
             actor=self.actor,
             body=content.get("message"),
             client_id=content.get("client_id"),
+            parent_id=content.get("parent_id"),
             skip=self,
         )
         if not created:  # a resend: the sender hears the original frame, as its answer
@@ -460,8 +466,29 @@ class ChatConsumer(TenantSocketConsumer):
             message_id=content.get("id"),
         )
 
+    async def on_react(self, content: dict[str, Any]) -> None:
+        await self._react(content, add=True)
+
+    async def on_unreact(self, content: dict[str, Any]) -> None:
+        await self._react(content, add=False)
+
+    async def _react(self, content: dict[str, Any], *, add: bool) -> None:
+        self.take_token()
+        frame, changed = await services.reaction_set(
+            schema_name=self.schema_name,
+            room=self.room_ref(),
+            actor=self.actor,
+            message_id=content.get("id"),
+            emoji=content.get("emoji"),
+            add=add,
+        )
+        if not changed:  # a no-op: the room hears nothing, the sender the current counts
+            await self.send_frame(frame)
+
     handlers = {
         ClientFrame.MESSAGE: on_message,
+        ClientFrame.REACT: on_react,
+        ClientFrame.UNREACT: on_unreact,
         ClientFrame.TYPING: on_typing,
         ClientFrame.READ: on_read,
         ClientFrame.EDIT: on_edit,

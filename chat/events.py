@@ -92,8 +92,10 @@ def iso(moment: datetime | None) -> str | None:
 def chat_message(
     message: Any, *, room: str, user: str, frame_type: str = ServerFrame.CHAT_MESSAGE
 ) -> dict[str, Any]:
-    """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row."""
-    return {
+    """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row: a
+    reply carries its root's `parent_id`, a top-level message `parent_id: null` and its
+    `reply_count`; both carry `reactions` ({emoji: count})."""
+    frame = {
         "type": frame_type,
         "id": message.pk,
         "seq": message.seq,
@@ -103,11 +105,52 @@ def chat_message(
         "client_id": message.client_id,
         "created_at": iso(message.created_at),
         "edited_at": iso(message.edited_at),
+        "parent_id": message.parent_id,
+        "reactions": message.reactions or {},
     }
+    if message.parent_id is None:
+        frame["reply_count"] = message.reply_count
+    return frame
 
 
-def message_deleted(*, message_id: int, seq: int, room: str) -> dict[str, Any]:
-    return {"type": ServerFrame.CHAT_MESSAGE_DELETED, "id": message_id, "seq": seq, "room": room}
+def message_deleted(
+    *, message_id: int, seq: int, room: str, parent_id: int | None = None
+) -> dict[str, Any]:
+    """`chat.message.deleted`; a deleted reply names its root (`parent_id`), whose
+    `reply_count` it no longer counts."""
+    frame: dict[str, Any] = {
+        "type": ServerFrame.CHAT_MESSAGE_DELETED,
+        "id": message_id,
+        "seq": seq,
+        "room": room,
+    }
+    if parent_id is not None:
+        frame["parent_id"] = parent_id
+    return frame
+
+
+def reaction(
+    *,
+    message_id: int,
+    seq: int,
+    room: str,
+    user: str,
+    emoji: str,
+    added: bool,
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """`chat.reaction`: a user's emoji added to or removed from a message, with the counts
+    after the change."""
+    return {
+        "type": ServerFrame.CHAT_REACTION,
+        "id": message_id,
+        "seq": seq,
+        "room": room,
+        "user": user,
+        "emoji": emoji,
+        "op": "add" if added else "remove",
+        "counts": counts,
+    }
 
 
 def presence(users: list[str]) -> dict[str, Any]:

@@ -8,9 +8,15 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 ROOM_SLUG_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+# Slugs of direct messages (`dm-<low id>-<high id>`); no room of another kind may take one.
+DM_SLUG_PREFIX = "dm-"
+MAX_REACTION_KINDS = 20  # distinct emoji on one message
 
 
 class Room(models.Model):
+    KIND_ROOM = "room"
+    KIND_DM = "dm"
+
     slug = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200, blank=True)
     is_private = models.BooleanField(default=False)
@@ -21,6 +27,24 @@ class Room(models.Model):
     # The last `seq` handed out in this room. Only the database trigger of migration 0002
     # moves it, in the same statement that inserts the message (gap-free, see Message.seq).
     last_seq = models.BigIntegerField(default=0)
+    kind = models.CharField(
+        max_length=8,
+        choices=[(KIND_ROOM, "room"), (KIND_DM, "direct message")],
+        default=KIND_ROOM,
+        db_default=KIND_ROOM,
+    )
+    # A DM's pair, `<low user id>:<high user id>`: UNIQUE, so concurrent "open the DM of
+    # alice and bob" requests, on any number of processes, create exactly one room.
+    dm_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="room", dm_key__isnull=True)
+                | Q(kind="dm", dm_key__isnull=False, is_private=True),
+                name="room_dm_key_iff_dm",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.slug
@@ -68,8 +92,24 @@ class Message(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Threads: a reply's root (always a top-level message of the same room; the seq trigger
+    # resolves a reply to a reply to its root, refuses a parent of another room or a deleted
+    # one, and counts the reply on the root in the same statement).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    reply_count = models.IntegerField(default=0, db_default=0)  # live replies of a root
+    # {emoji: count}, kept under the message row's lock with the Reaction rows (exact).
+    reactions = models.JSONField(default=dict, db_default=models.Value({}, models.JSONField()))
 
     class Meta:
+        indexes = [
+            models.Index(
+                fields=["parent", "seq"],
+                name="message_thread_idx",
+                condition=Q(parent__isnull=False),
+            )
+        ]
         constraints = [
             models.UniqueConstraint(fields=["room", "seq"], name="message_room_seq_unique"),
             models.UniqueConstraint(
@@ -81,3 +121,20 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room_id}#{self.seq}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on one message (idempotent: unique per message, user and emoji)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=32)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.emoji} {self.message_id}"

@@ -17,6 +17,7 @@ class CloseCode(IntEnum):
     # A handshake while PostgreSQL is unreachable: RFC 6455's "try again later"; clients
     # reconnect (with backoff) as after 1001 / 1012.
     TRY_AGAIN_LATER = 1013
+    INTERNAL_ERROR = 1011  # a server bug while handling a frame (logged); reconnect with `since`
 
 
 class ErrorCode(StrEnum):
@@ -45,6 +46,8 @@ class ClientFrame(StrEnum):
     DELETE = "delete"
     PING = "ping"
     AUTH = "auth"
+    REACT = "react"
+    UNREACT = "unreact"
 
 
 class ServerFrame(StrEnum):
@@ -53,6 +56,7 @@ class ServerFrame(StrEnum):
     CHAT_MESSAGE = "chat.message"
     CHAT_MESSAGE_EDITED = "chat.message.edited"
     CHAT_MESSAGE_DELETED = "chat.message.deleted"
+    CHAT_REACTION = "chat.reaction"
     PRESENCE = "presence"
     USER_JOINED = "user.joined"
     USER_LEFT = "user.left"

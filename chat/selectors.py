@@ -84,3 +84,20 @@ def _frames(
         messages = messages.filter(seq__gt=after)
     messages = messages.order_by("seq" if after is not None else "-seq")[:limit]
     return [events.chat_message(m, room=slug, user=m.user.get_username()) for m in messages]
+
+
+def thread_replies(
+    *, room: Room, root_id: int, after: int | None, limit: int
+) -> list[dict[str, Any]] | None:
+    """The live replies of a top-level message of the room, oldest first (None when the
+    room has no such top-level message). A deleted root keeps its thread readable, as
+    its replies stay in the room's history."""
+    if not Message.objects.filter(pk=root_id, room_id=room.pk, parent__isnull=True).exists():
+        return None
+    replies = Message.objects.filter(
+        parent_id=root_id, room_id=room.pk, deleted_at__isnull=True
+    ).select_related("user")
+    if after is not None:
+        replies = replies.filter(seq__gt=after)
+    replies = replies.order_by("seq")[:limit]
+    return [events.chat_message(m, room=room.slug, user=m.user.get_username()) for m in replies]

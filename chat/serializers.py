@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from chat.models import ROOM_SLUG_PATTERN, Room
+from chat.models import DM_SLUG_PREFIX, ROOM_SLUG_PATTERN, Room
 
 
 class RoomSerializer(serializers.ModelSerializer):
@@ -15,13 +15,18 @@ class RoomSerializer(serializers.ModelSerializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     is_private = serializers.BooleanField(required=False, default=False)
     unread_count = serializers.IntegerField(read_only=True, default=0)
+    kind = serializers.ChoiceField(choices=["room", "dm"], read_only=True)
 
     class Meta:
         model = Room
-        fields = ["slug", "name", "is_private", "created_at", "unread_count"]
-        read_only_fields = ["created_at"]
+        fields = ["slug", "name", "is_private", "created_at", "unread_count", "kind"]
+        read_only_fields = ["created_at", "kind"]
 
     def validate_slug(self, value: str) -> str:
+        if value.startswith(DM_SLUG_PREFIX):
+            raise serializers.ValidationError(
+                f"Slugs starting with `{DM_SLUG_PREFIX}` are reserved for direct messages."
+            )
         if Room.objects.filter(slug=value).exists():
             raise serializers.ValidationError("A room with this slug already exists.")
         return value
@@ -63,9 +68,69 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses strings and booleans ("7", true) as the WebSocket side
+    does."""
+
+    def to_internal_value(self, data: object) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MessageInSerializer(serializers.Serializer):
     message = StrictCharField(trim_whitespace=False, allow_blank=True)
     client_id = StrictCharField(required=False, max_length=64, trim_whitespace=False)
+    parent_id = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="A message of the same room: this one is a reply in its thread",
+    )
+
+
+class DmInSerializer(serializers.Serializer):
+    """`{user_id}` (the contract) or `{username}` (for clients that know only names)."""
+
+    user_id = StrictIntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    username = StrictCharField(required=False, max_length=150, trim_whitespace=False)
+
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        if ("user_id" in attrs) == ("username" in attrs):
+            raise serializers.ValidationError(
+                {"user_id": ["Give exactly one of `user_id` and `username`."]}
+            )
+        return attrs
+
+
+class ReactionInSerializer(serializers.Serializer):
+    emoji = StrictCharField(max_length=32, trim_whitespace=False)
+
+
+class ReactionQuerySerializer(serializers.Serializer):
+    emoji = serializers.CharField(max_length=32, trim_whitespace=False)
+
+
+class RepliesQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+    limit = serializers.IntegerField(required=False, min_value=1)
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, settings.CHAT_HISTORY_MAX_LIMIT)
+
+
+class ChatReactionFrameSerializer(serializers.Serializer):
+    """The `chat.reaction` frame (for the OpenAPI document)."""
+
+    type = serializers.CharField()
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    room = serializers.CharField()
+    user = serializers.CharField()
+    emoji = serializers.CharField()
+    op = serializers.ChoiceField(choices=["add", "remove"])
+    counts = serializers.DictField(child=serializers.IntegerField())
 
 
 class ChatMessageFrameSerializer(serializers.Serializer):
@@ -80,3 +145,6 @@ class ChatMessageFrameSerializer(serializers.Serializer):
     client_id = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
     edited_at = serializers.DateTimeField(allow_null=True)
+    parent_id = serializers.IntegerField(allow_null=True)
+    reply_count = serializers.IntegerField(required=False, help_text="Top-level messages only")
+    reactions = serializers.DictField(child=serializers.IntegerField())

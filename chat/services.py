@@ -3,25 +3,38 @@ these; there is no second way to send a message. Each validates, persists, then 
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Exists, F
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
 
 from chat import events
 from chat.budgets import room_create_bucket
-from chat.models import ROOM_SLUG_PATTERN, Membership, Message, ReadMarker, Room
+from chat.models import (
+    DM_SLUG_PREFIX,
+    MAX_REACTION_KINDS,
+    ROOM_SLUG_PATTERN,
+    Membership,
+    Message,
+    Reaction,
+    ReadMarker,
+    Room,
+)
 from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import round_wait
 from infra.metrics import MESSAGES_PERSISTED
 from integrations import webhooks
+from integrations.models import Webhook
 from tenants.context import current_schema, in_schema, run_in_schema
 from tenants.models import Tenant
 
@@ -31,10 +44,13 @@ _SLUG = re.compile(ROOM_SLUG_PATTERN)
 class ChatError(Exception):
     """A request the contract answers with an error frame (or a 4xx over REST)."""
 
-    def __init__(self, code: ErrorCode, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, code: ErrorCode, detail: str, *, field: str | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.field = field  # the request field at fault, named by a REST 400
         self.extra = extra
 
     def frame(self) -> dict[str, Any]:
@@ -195,6 +211,10 @@ async def room_join(*, schema_name: str, slug: str, actor: Actor) -> RoomRef:
     RATE_LIMITED (the room is missing and the budget is spent: nothing created).
     """
     room = await in_schema(schema_name, _join, schema_name, slug, actor, False)
+    if room is None and is_dm_slug(slug):
+        # DM slugs are made by POST /api/dms/ only; a join never creates one (and the answer
+        # is the same as for another pair's DM: no oracle).
+        raise ChatError(ErrorCode.FORBIDDEN, "This room is private.")
     if room is None:
         _refuse_if_room_budget_spent(await room_create_bucket(schema_name, actor.id).atake())
         room = await in_schema(schema_name, _join, schema_name, slug, actor, True)
@@ -231,6 +251,10 @@ def room_update(
     close with 4403 on every process."""
 
     was_private = room.is_private
+    if room.kind == Room.KIND_DM and is_private is False:
+        raise ChatError(
+            ErrorCode.INVALID_FRAME, "A direct message stays private.", field="is_private"
+        )
 
     def update() -> Room:
         if name is not None:
@@ -264,8 +288,17 @@ def room_delete(*, schema_name: str, room: Room) -> None:
     )
 
 
+def _refuse_dm_membership_change(room: Room) -> None:
+    if room.kind == Room.KIND_DM:
+        raise ChatError(
+            ErrorCode.INVALID_FRAME, "Nobody can be added to or removed from a direct message."
+        )
+
+
 def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Membership, bool]:
     """Give a user access to a room; a new member hears `room.added` on notification sockets."""
+
+    _refuse_dm_membership_change(room)
 
     def add() -> tuple[Membership, bool, int]:
         if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
@@ -274,9 +307,7 @@ def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Memb
             membership, created = Membership.objects.get_or_create(room=room, user_id=user_id)
             if created:
                 webhooks.record("member.added", lambda: webhooks.member_data(room, user_id))
-        marker = ReadMarker.objects.filter(room=room, user_id=user_id).values("seq").first()
-        last_seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
-        return membership, created, max(last_seq - (marker["seq"] if marker else 0), 0)
+        return membership, created, _unread_count(room.pk, user_id)
 
     membership, created, unread = run_in_schema(schema_name, add)
     if created:
@@ -288,6 +319,8 @@ def room_member_add(*, schema_name: str, room: Room, user_id: int) -> tuple[Memb
 def room_member_remove(*, schema_name: str, room: Room, user_id: int) -> bool:
     """Take a user out of a room: their sockets in it, on every process, close with 4403,
     and their notification sockets hear `room.removed`."""
+
+    _refuse_dm_membership_change(room)
 
     def remove() -> tuple[int, Any]:
         with transaction.atomic():
@@ -312,6 +345,7 @@ def room_object(room: Room, *, unread_count: int = 0) -> dict[str, Any]:
         "is_private": room.is_private,
         "created_at": events.iso(room.created_at),
         "unread_count": unread_count,
+        "kind": room.kind,
     }
 
 
@@ -339,26 +373,71 @@ def _mentioned_readers(room_id: int, author_id: int, body: str) -> list[int]:
     return list(users.values_list("pk", flat=True))
 
 
-def _insert_if_active(room_id: int, user_id: int, body: str, client_id: str | None) -> Message:
+def _insert_if_active(
+    room_id: int,
+    user_id: int,
+    body: str,
+    client_id: str | None,
+    parent_id: int | None,
+    *,
+    unless_hooked: bool,
+) -> Message | None:
     """INSERT the message only if its author and tenant are active, in the same statement
     (no extra round trip): a deactivated user cannot send, whatever the transport and
-    whatever the socket still believes. Raises ChatError UNAUTHORIZED otherwise."""
+    whatever the socket still believes. Raises ChatError UNAUTHORIZED otherwise.
+
+    With `unless_hooked`, the same statement also inserts nothing, and answers None, when
+    the tenant has an active webhook for `message.created`: the caller then stores the
+    message again in a transaction with its webhook event. A tenant without such a webhook
+    pays one autocommit statement per message, and holds the room's row lock (the seq
+    trigger's) for that statement only. A parent that is not a live message of the room is
+    refused by the trigger (P0002): ChatError NOT_FOUND naming `parent_id`."""
     quote = connection.ops.quote_name
     users = quote(get_user_model()._meta.db_table)
     tenants = f"{quote(get_public_schema_name())}.{quote(Tenant._meta.db_table)}"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {quote(Message._meta.db_table)} (room_id, user_id, body, client_id)
-            SELECT %s, %s, %s, %s
-            WHERE EXISTS (SELECT 1 FROM {users} WHERE id = %s AND is_active)
-              AND EXISTS (SELECT 1 FROM {tenants} WHERE schema_name = %s AND is_active)
-            RETURNING id, seq, created_at
-            """,  # table names come from the models; values are parameters
-            [room_id, user_id, body, client_id, user_id, current_schema()],
+    hooks = quote(Webhook._meta.db_table)
+    wanted = json.dumps(["message.created"])
+    sql = f"""
+        WITH hooked AS (
+            SELECT %s AND EXISTS (
+                SELECT 1 FROM {hooks} WHERE is_active
+                   AND (events @> %s::jsonb OR events @> '["*"]'::jsonb)) AS yes
+        ), stored AS (
+            INSERT INTO {quote(Message._meta.db_table)}
+                   (room_id, user_id, body, client_id, parent_id)
+            SELECT %s, %s, %s, %s, %s
+             WHERE EXISTS (SELECT 1 FROM {users} WHERE id = %s AND is_active)
+               AND EXISTS (SELECT 1 FROM {tenants} WHERE schema_name = %s AND is_active)
+               AND NOT (SELECT yes FROM hooked)
+            RETURNING id, seq, created_at, parent_id
         )
-        row = cursor.fetchone()
-    if row is None:
+        SELECT stored.id, stored.seq, stored.created_at, stored.parent_id, hooked.yes
+          FROM hooked LEFT JOIN stored ON true
+        """  # table names come from the models; values are parameters
+    params: list[Any] = [
+        unless_hooked,
+        wanted,
+        room_id,
+        user_id,
+        body,
+        client_id,
+        parent_id,
+        user_id,
+    ]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, current_schema()])
+            row = cursor.fetchone()
+    except DatabaseError as exc:  # psycopg files P0002 under ProgrammingError
+        if getattr(exc.__cause__, "sqlstate", None) != "P0002":
+            raise
+        raise ChatError(
+            ErrorCode.NOT_FOUND, "No such message in this room to reply to.", field="parent_id"
+        ) from None
+    assert row is not None
+    if row[4]:
+        return None
+    if row[0] is None:
         raise ChatError(ErrorCode.UNAUTHORIZED, "User or tenant is deactivated.")
     message = Message(
         pk=row[0],
@@ -368,6 +447,9 @@ def _insert_if_active(room_id: int, user_id: int, body: str, client_id: str | No
         client_id=client_id,
         seq=row[1],
         created_at=row[2],
+        parent_id=row[3],
+        reply_count=0,
+        reactions={},
     )
     message._state.adding = False
     message._state.db = connection.alias
@@ -375,15 +457,23 @@ def _insert_if_active(room_id: int, user_id: int, body: str, client_id: str | No
 
 
 def _persist_message(
-    room_id: int, user_id: int, body: str, client_id: str | None
+    room_id: int, user_id: int, body: str, client_id: str | None, parent_id: int | None = None
 ) -> tuple[Message, bool, list[int]]:
     """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement, and the
-    statement itself refuses an inactive author); a message naming `@someone` costs one more
-    query, for the mentioned readers."""
+    statement itself refuses an inactive author); a tenant with a `message.created` webhook
+    stores it in a transaction with the event instead; a message naming `@someone` costs
+    one more query, for the mentioned readers."""
     try:
-        with transaction.atomic():  # the message and its webhook event commit together
-            message = _insert_if_active(room_id, user_id, body, client_id)
-            webhooks.record("message.created", lambda: webhooks.message_data(message.pk))
+        stored = _insert_if_active(room_id, user_id, body, client_id, parent_id, unless_hooked=True)
+        if stored is None:  # the tenant has webhooks: the message and its event commit together
+            with transaction.atomic():
+                stored = _insert_if_active(
+                    room_id, user_id, body, client_id, parent_id, unless_hooked=False
+                )
+                assert stored is not None
+                message_id = stored.pk
+                webhooks.record("message.created", lambda: webhooks.message_data(message_id))
+        message = stored
     except IntegrityError:
         # The room was deleted since the sender joined it (the seq trigger finds no room row,
         # a foreign-key violation): the contract's not_found, not a 500.
@@ -403,6 +493,16 @@ def _persist_message(
     return message, True, mentioned
 
 
+def clean_parent_id(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise ChatError(
+            ErrorCode.INVALID_FRAME, "`parent_id` must be a positive integer.", field="parent_id"
+        )
+    return value
+
+
 async def message_send(
     *,
     schema_name: str,
@@ -410,6 +510,7 @@ async def message_send(
     actor: Actor,
     body: Any,
     client_id: Any = None,
+    parent_id: Any = None,
     skip: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """Persist a message, then broadcast it to the room on every process.
@@ -420,11 +521,15 @@ async def message_send(
     away, its process killed), the room gets it now; where it was delivered, the fan-out
     drops the copy by its seq. Raises ChatError UNAUTHORIZED if the user or the tenant is
     no longer active (read from the database).
+
+    `parent_id` makes it a reply (threads): the parent must be a live message of the room
+    (else NOT_FOUND); a reply to a reply is attached to that reply's root.
     """
     text = clean_message_body(body)
     cid = clean_client_id(client_id)
+    parent = clean_parent_id(parent_id)
     message, created, mentioned = await in_schema(
-        schema_name, _persist_message, room.id, actor.id, text, cid
+        schema_name, _persist_message, room.id, actor.id, text, cid, parent
     )
     frame = events.chat_message(message, room=room.slug, user=actor.username)
     # The row is committed (autocommit) before any socket can see the frame.
@@ -468,6 +573,10 @@ def _change_message(
         if body is None:
             message.deleted_at = timezone.now()
             message.save(update_fields=["deleted_at"])
+            if message.parent_id is not None:  # the root counts live replies only
+                Message.objects.filter(pk=message.parent_id).update(
+                    reply_count=F("reply_count") - 1
+                )
             webhooks.record("message.deleted", webhooks.message_deleted_data(message))
         else:
             message.body = body
@@ -506,7 +615,9 @@ async def message_delete(
     message, _ = await in_schema(
         schema_name, _change_message, room.id, _message_id(message_id), actor, None
     )
-    frame = events.message_deleted(message_id=message.pk, seq=message.seq, room=room.slug)
+    frame = events.message_deleted(
+        message_id=message.pk, seq=message.seq, room=room.slug, parent_id=message.parent_id
+    )
     await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
     return frame
 
@@ -554,3 +665,200 @@ async def read_marker_move(
     if moved:
         await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
     return frame, moved
+
+
+# --- reactions ------------------------------------------------------------------------------
+
+
+def clean_emoji(value: Any) -> str:
+    """An emoji (or a short code like `+1`): a string of 1 to 32 characters, no control
+    characters, not only spaces."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 32
+        or not value.strip()
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        raise ChatError(
+            ErrorCode.INVALID_FRAME,
+            "`emoji` must be a string of 1 to 32 characters without control characters.",
+            field="emoji",
+        )
+    return value
+
+
+def _react(
+    room_id: int, message_id: int, actor: Actor, emoji: str, add: bool
+) -> tuple[int, dict[str, int], bool]:
+    """Add or remove the user's emoji on a live message of the room, under the message row's
+    lock (so `reactions` stays exact under concurrent reactions, on any process). Returns
+    the message's seq, the counts after it, and whether anything changed (reacting twice,
+    or removing what is not there, changes nothing)."""
+    with transaction.atomic():
+        row = (
+            Message.objects.select_for_update(of=("self",))
+            .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
+            .annotate(
+                actor_active=Exists(get_user_model().objects.filter(pk=actor.id, is_active=True))
+            )
+            .values_list("seq", "reactions", "actor_active")
+            .first()
+        )
+        if row is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.", field="id")
+        seq, counts, active = row
+        counts = dict(counts or {})
+        if not active:
+            raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
+        if add:
+            if emoji not in counts and len(counts) >= MAX_REACTION_KINDS:
+                raise ChatError(
+                    ErrorCode.INVALID_FRAME,
+                    f"A message has at most {MAX_REACTION_KINDS} distinct emoji.",
+                    field="emoji",
+                )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"""
+                    INSERT INTO {connection.ops.quote_name(Reaction._meta.db_table)}
+                           (message_id, user_id, emoji)
+                    VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING id
+                    """,  # the table name comes from the model; values are parameters
+                    [message_id, actor.id, emoji],
+                )
+                changed = cursor.fetchone() is not None
+            if changed:
+                counts[emoji] = counts.get(emoji, 0) + 1
+        else:
+            deleted, _ = Reaction.objects.filter(
+                message_id=message_id, user_id=actor.id, emoji=emoji
+            ).delete()
+            changed = bool(deleted)
+            if changed:
+                left = counts.get(emoji, 1) - 1
+                if left > 0:
+                    counts[emoji] = left
+                else:
+                    counts.pop(emoji, None)
+        if changed:
+            Message.objects.filter(pk=message_id).update(reactions=counts)
+            slug = Room.objects.values_list("slug", flat=True).get(pk=room_id)
+            webhooks.record(
+                "reaction.added" if add else "reaction.removed",
+                {
+                    "room": slug,
+                    "message_id": message_id,
+                    "user": actor.username,
+                    "emoji": emoji,
+                    "counts": counts,
+                },
+            )
+    return seq, counts, changed
+
+
+async def reaction_set(
+    *, schema_name: str, room: RoomRef, actor: Actor, message_id: Any, emoji: Any, add: bool
+) -> tuple[dict[str, Any], bool]:
+    """React (`add`) or unreact to a message of the room. Returns the `chat.reaction` frame
+    and whether it changed anything; only a change is broadcast to the room (a no-op is
+    answered to the caller alone, with the current counts).
+
+    Raises ChatError INVALID_FRAME (bad id or emoji, or a 21st distinct emoji), NOT_FOUND
+    (no live message of that id in the room) or UNAUTHORIZED (user deactivated)."""
+    target = _message_id(message_id)
+    mark = clean_emoji(emoji)
+    seq, counts, changed = await in_schema(schema_name, _react, room.id, target, actor, mark, add)
+    frame = events.reaction(
+        message_id=target,
+        seq=seq,
+        room=room.slug,
+        user=actor.username,
+        emoji=mark,
+        added=add,
+        counts=counts,
+    )
+    if changed:
+        await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
+    return frame, changed
+
+
+# --- direct messages ------------------------------------------------------------------------
+
+
+def is_dm_slug(slug: str) -> bool:
+    return slug.startswith(DM_SLUG_PREFIX)
+
+
+def _dm_open(actor: Actor, other_id: int | None, other_username: str | None) -> tuple[Room, bool]:
+    users = get_user_model().objects.filter(is_active=True)
+    other = (
+        users.filter(pk=other_id) if other_id is not None else users.filter(username=other_username)
+    ).first()
+    field = "user_id" if other_id is not None else "username"
+    if other is None:
+        raise ChatError(ErrorCode.NOT_FOUND, "No active user with this id.", field=field)
+    if other.pk == actor.id:
+        raise ChatError(
+            ErrorCode.INVALID_FRAME, "A direct message needs another user.", field=field
+        )
+    if not users.filter(pk=actor.id).exists():
+        raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
+    low, high = sorted((actor.id, other.pk))
+    key = f"{low}:{high}"
+    found = Room.objects.filter(dm_key=key).first()
+    if found is not None:
+        return found, False
+    names = dict(users.filter(pk__in=[low, high]).values_list("pk", "username"))
+    name = f"{names.get(low, low)}, {names.get(high, high)}"[:200]
+    slug = f"{DM_SLUG_PREFIX}{low}-{high}"
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    slug=slug if attempt == 0 else f"{slug}-{secrets.token_hex(4)}",
+                    name=name,
+                    is_private=True,
+                    kind=Room.KIND_DM,
+                    dm_key=key,
+                    created_by_id=actor.id,
+                )
+                Membership.objects.bulk_create(
+                    [Membership(room=room, user_id=low), Membership(room=room, user_id=high)]
+                )
+                room = Room.objects.get(pk=room.pk)  # with its db defaults (created_at)
+                webhooks.record("room.created", partial(webhooks.room_data, room))
+            return room, True
+        except IntegrityError:
+            # The pair's UNIQUE key: someone opened it at the same moment (it exists now).
+            # Otherwise the slug was taken by a room made before DMs existed: try another.
+            found = Room.objects.filter(dm_key=key).first()
+            if found is not None:
+                return found, False
+    raise ChatError(ErrorCode.UNAVAILABLE, "Could not open the direct message.", retry_after=1)
+
+
+def dm_open(
+    *, schema_name: str, actor: Actor, user_id: int | None = None, username: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """The one private two-person room of the caller and another active user, created on
+    the first call (201) and returned after (200). UNIQUE `dm_key` makes two concurrent
+    first calls, from either user, on any processes, create one room. The other user's
+    notification sockets hear `room.added` when it is created."""
+
+    def open_() -> tuple[Room, bool, int]:
+        room, created = _dm_open(actor, user_id, username)
+        shown = _unread_count(room.pk, actor.id)
+        return room, created, shown
+
+    room, created, unread = run_in_schema(schema_name, open_)
+    if created:
+        other = next(int(p) for p in (room.dm_key or "").split(":") if int(p) != actor.id)
+        frame = {"type": "room.added", "room": room_object(room, unread_count=0)}
+        async_to_sync(events.notify_user)(schema_name, other, frame)
+    return room_object(room, unread_count=unread), created
+
+
+def _unread_count(room_id: int, user_id: int) -> int:
+    marker = ReadMarker.objects.filter(room_id=room_id, user_id=user_id).values("seq").first()
+    last_seq = Room.objects.values_list("last_seq", flat=True).get(pk=room_id)
+    return max(last_seq - (marker["seq"] if marker else 0), 0)

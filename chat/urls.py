@@ -1,11 +1,14 @@
 from django.urls import path, register_converter
 
 from chat.api import (
+    DmView,
+    MessageReactionsView,
     RoomDetailView,
     RoomListCreateView,
     RoomMemberDetailView,
     RoomMembersView,
     RoomMessagesView,
+    ThreadRepliesView,
 )
 from chat.models import ROOM_SLUG_PATTERN
 from chat.pages import demo_page
@@ -30,6 +33,17 @@ urlpatterns = [
     path("api/rooms/", RoomListCreateView.as_view(), name="rooms"),
     path("api/rooms/<room:slug>/", RoomDetailView.as_view(), name="room-detail"),
     path("api/rooms/<room:slug>/messages/", RoomMessagesView.as_view(), name="room-messages"),
+    path(
+        "api/rooms/<room:slug>/messages/<int:message_id>/replies/",
+        ThreadRepliesView.as_view(),
+        name="thread-replies",
+    ),
+    path(
+        "api/rooms/<room:slug>/messages/<int:message_id>/reactions/",
+        MessageReactionsView.as_view(),
+        name="message-reactions",
+    ),
+    path("api/dms/", DmView.as_view(), name="dms"),
     path("api/rooms/<room:slug>/members/", RoomMembersView.as_view(), name="room-members"),
     path(
         "api/rooms/<room:slug>/members/<int:user_id>/",

@@ -41,7 +41,7 @@ from tests.conftest import (
     unique,
 )
 
-ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count"}
+ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count", "kind"}
 MEMBER_FIELDS = {"user_id", "username", "created_at"}
 DENIED = {ANONYMOUS: 401, MEMBER: 403, OTHER_TENANT_ADMIN: 401, PLATFORM_ADMIN: 401}
 

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import LiveServer, TenantInfo, UserInfo, blocking, tokens_for, unique
 from tests.support import TIMEOUT, ws_connect, ws_receive_type
 
-ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count"}
+ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count", "kind"}
 CHAT_MESSAGE_FIELDS = {
     "type",
     "id",
@@ -28,6 +28,9 @@ CHAT_MESSAGE_FIELDS = {
     "client_id",
     "created_at",
     "edited_at",
+    "parent_id",
+    "reply_count",
+    "reactions",
 }
 
 

@@ -27,6 +27,9 @@ CHAT_MESSAGE_FIELDS = {
     "client_id",
     "created_at",
     "edited_at",
+    "parent_id",
+    "reply_count",
+    "reactions",
 }
 
 

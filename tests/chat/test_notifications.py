@@ -29,7 +29,7 @@ from tests.realtime_helpers import (
 )
 from tests.support import ws_connect
 
-ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count"}
+ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count", "kind"}
 
 
 def create_room(server: LiveServer, admin: UserInfo, *, is_private: bool) -> str:

@@ -108,21 +108,24 @@ async def test_auth_without_a_token_field_closes_4401(live_server, tenant_a):
 async def test_socket_closes_4401_when_its_token_expires(server_factory, tenant_a):
     server = server_factory(JWT_ACCESS_LIFETIME=str(SHORT_LIFETIME))
     user = make_user_in(tenant_a)
-    issued = time.time()
+    before = time.time()
     token = login(server, user)
-    assert claims(token)["exp"] - issued <= SHORT_LIFETIME + 1
+    after = time.time()  # a loaded machine may take seconds to answer: bound by both ends
+    exp = claims(token)["exp"]
+    assert before + SHORT_LIFETIME - 1 <= exp <= after + SHORT_LIFETIME + 1
     async with Sockets() as sockets:
         ws = await sockets.room(server, user, unique("exp_"), token=token)
         await ping_pong(ws)
-        assert await close_code(ws, timeout=SHORT_LIFETIME + 5) == 4401
-        lived = time.time() - issued
-    assert SHORT_LIFETIME - 1.5 <= lived <= SHORT_LIFETIME + 3, lived
+        assert await close_code(ws, timeout=exp - time.time() + 8) == 4401
+        closed = time.time()
+    assert exp - 1.5 <= closed <= exp + 5, closed - exp
 
 
 async def test_auth_with_a_fresh_token_before_expiry_keeps_the_socket_open_past_the_old_one(
     server_factory, tenant_a
 ):
-    server = server_factory(JWT_ACCESS_LIFETIME=str(SHORT_LIFETIME))
+    lifetime = 3 * SHORT_LIFETIME  # room for a slow login before the old token expires
+    server = server_factory(JWT_ACCESS_LIFETIME=str(lifetime))
     user = make_user_in(tenant_a)
     first = login(server, user)
     old_exp = claims(first)["exp"]
@@ -130,7 +133,7 @@ async def test_auth_with_a_fresh_token_before_expiry_keeps_the_socket_open_past_
         ws = await sockets.room(server, user, unique("exp_"), token=first)
         await ping_pong(ws)
 
-        await sleep_until(old_exp - 1.0)  # the fresh token then outlives the old one by >= 2 s
+        await sleep_until(old_exp - 5.0)  # the fresh token then outlives the old one by >= 4 s
         fresh = login(server, user)
         new_exp = claims(fresh)["exp"]
         assert new_exp >= old_exp + 2
@@ -143,7 +146,7 @@ async def test_auth_with_a_fresh_token_before_expiry_keeps_the_socket_open_past_
         await sleep_until(old_exp + 0.7)
         await ping_pong(ws)  # still open past the old expiry
         # ... and the session now ends with the new token.
-        assert await close_code(ws, timeout=new_exp - time.time() + 4) == 4401
+        assert await close_code(ws, timeout=new_exp - time.time() + 8) == 4401
     assert time.time() >= new_exp - 0.5
 
 
