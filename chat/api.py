@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsTenantAdmin
 from chat import selectors
 from chat.api_errors import api_exception
+from chat.attachments import AttachmentRefused
 from chat.models import Room
 from chat.protocol import ErrorCode
 from chat.serializers import (
@@ -199,7 +200,10 @@ class RoomMessagesView(APIView):
                 body=payload.validated_data["message"],
                 client_id=payload.validated_data.get("client_id"),
                 parent_id=payload.validated_data.get("parent_id"),
+                attachments=payload.validated_data.get("attachments"),
             )
+        except AttachmentRefused as exc:  # not_found too: the ids named in the body are at fault
+            raise ValidationError({"attachments": [exc.detail]}, code=str(exc.code)) from exc
         except ChatError as exc:  # e.g. not_found: the room was deleted during the send
             if exc.field is not None and exc.code == ErrorCode.NOT_FOUND:
                 # The missing thing is what a body field names (a parent), not the room.

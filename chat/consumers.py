@@ -420,6 +420,7 @@ class ChatConsumer(TenantSocketConsumer):
             client_id=content.get("client_id"),
             parent_id=content.get("parent_id"),
             skip=self,
+            attachments=content.get("attachments"),
         )
         if not created:  # a resend: the sender hears the original frame, as its answer
             await self.send_frame(frame)

@@ -90,11 +90,17 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def chat_message(
-    message: Any, *, room: str, user: str, frame_type: str = ServerFrame.CHAT_MESSAGE
+    message: Any,
+    *,
+    room: str,
+    user: str,
+    frame_type: str = ServerFrame.CHAT_MESSAGE,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The `chat.message` frame (or `chat.message.edited`) of a stored `Message` row: a
     reply carries its root's `parent_id`, a top-level message `parent_id: null` and its
-    `reply_count`; both carry `reactions` ({emoji: count})."""
+    `reply_count`; both carry `reactions` ({emoji: count}) and the attachment objects
+    (chat/attachments.py: signed links, made by the caller)."""
     frame = {
         "type": frame_type,
         "id": message.pk,
@@ -107,6 +113,7 @@ def chat_message(
         "edited_at": iso(message.edited_at),
         "parent_id": message.parent_id,
         "reactions": message.reactions or {},
+        "attachments": attachments or [],
     }
     if message.parent_id is None:
         frame["reply_count"] = message.reply_count

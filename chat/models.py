@@ -138,3 +138,36 @@ class Reaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.emoji} {self.message_id}"
+
+
+class Attachment(models.Model):
+    """A file uploaded into a room; linked to one message of its uploader (NULL until then).
+
+    The bytes live in the "attachments" storage (chat/attachments.py) under `storage_key`,
+    which starts with the tenant's schema name."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="attachments")
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+    )
+    name = models.CharField(max_length=255)  # the original file name, sanitized
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=255)  # sniffed from the bytes, never the client's
+    storage_key = models.CharField(max_length=512, unique=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [
+            # The sweep of uploads never linked to a message (manage.py attachments_sweep).
+            models.Index(
+                fields=["created_at"],
+                condition=Q(message__isnull=True),
+                name="attachment_unlinked_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}/{self.pk} {self.name}"

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 
-from chat import events
+from chat import attachments, events
 from chat.models import Membership, Message, ReadMarker, Room
 from chat.services import Actor
 
@@ -63,8 +63,7 @@ def repair_frames(
         .select_related("user")
         .order_by("seq")
     )
-    frames = [events.chat_message(m, room=slug, user=m.user.get_username()) for m in messages]
-    return frames, last_seq
+    return _with_attachments(list(messages), slug), last_seq
 
 
 def rooms_last_seq(room_ids: list[int]) -> dict[int, int]:
@@ -83,7 +82,7 @@ def _frames(
     if after is not None:
         messages = messages.filter(seq__gt=after)
     messages = messages.order_by("seq" if after is not None else "-seq")[:limit]
-    return [events.chat_message(m, room=slug, user=m.user.get_username()) for m in messages]
+    return _with_attachments(list(messages), slug)
 
 
 def thread_replies(
@@ -100,4 +99,16 @@ def thread_replies(
     if after is not None:
         replies = replies.filter(seq__gt=after)
     replies = replies.order_by("seq")[:limit]
-    return [events.chat_message(m, room=room.slug, user=m.user.get_username()) for m in replies]
+    return _with_attachments(list(replies), room.slug)
+
+
+def _with_attachments(messages: list[Message], slug: str) -> list[dict[str, Any]]:
+    """The frames of a page of messages, with their attachments: one more query a page
+    (none for an empty page), fresh links each time."""
+    files = attachments.objects_by_message(m.pk for m in messages)
+    return [
+        events.chat_message(
+            m, room=slug, user=m.user.get_username(), attachments=files.get(m.pk, [])
+        )
+        for m in messages
+    ]

@@ -69,13 +69,12 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictIntegerField(serializers.IntegerField):
-    """An IntegerField that refuses strings and booleans ("7", true) as the WebSocket side
-    does."""
+    """An IntegerField that refuses strings, floats and booleans (as the WebSocket side does)."""
 
     def to_internal_value(self, data: object) -> int:
         if not isinstance(data, int) or isinstance(data, bool):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        return int(super().to_internal_value(data))
 
 
 class MessageInSerializer(serializers.Serializer):
@@ -87,6 +86,13 @@ class MessageInSerializer(serializers.Serializer):
         min_value=1,
         max_value=2**63 - 1,
         help_text="A message of the same room: this one is a reply in its thread",
+    )
+    # Ids of the sender's own uploads in this room not yet attached (POST .../attachments/);
+    # with some, `message` may be "".
+    attachments = serializers.ListField(
+        child=StrictIntegerField(min_value=1),
+        required=False,
+        max_length=settings.ATTACHMENT_MAX_PER_MESSAGE,
     )
 
 
@@ -133,6 +139,16 @@ class ChatReactionFrameSerializer(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
+class AttachmentSerializer(serializers.Serializer):
+    """An attachment object: in the upload's answer and in `chat.message` frames."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField()
+    content_type = serializers.CharField()
+    url = serializers.CharField(help_text="A signed link; expires after ATTACHMENT_URL_TTL s")
+
+
 class ChatMessageFrameSerializer(serializers.Serializer):
     """The `chat.message` frame of the contract (for the OpenAPI document)."""
 
@@ -148,3 +164,4 @@ class ChatMessageFrameSerializer(serializers.Serializer):
     parent_id = serializers.IntegerField(allow_null=True)
     reply_count = serializers.IntegerField(required=False, help_text="Top-level messages only")
     reactions = serializers.DictField(child=serializers.IntegerField())
+    attachments = AttachmentSerializer(many=True)

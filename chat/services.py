@@ -82,12 +82,15 @@ def is_valid_room_slug(slug: str) -> bool:
     return bool(_SLUG.fullmatch(slug))
 
 
-def clean_message_body(body: Any) -> str:
+def clean_message_body(body: Any, *, allow_empty: bool = False) -> str:
+    """`allow_empty`: a message with attachments may have no text (absent or blank)."""
+    if body is None and allow_empty:
+        return ""
     if not isinstance(body, str):
         raise ChatError(ErrorCode.INVALID_FRAME, "`message` must be a string.")
     if "\x00" in body:  # PostgreSQL text cannot hold NUL
         raise ChatError(ErrorCode.INVALID_FRAME, "`message` must not contain NUL characters.")
-    if not body.strip():
+    if not body.strip() and not allow_empty:
         raise ChatError(ErrorCode.EMPTY_MESSAGE, "`message` is empty.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(body) > limit:
@@ -278,8 +281,11 @@ def room_delete(*, schema_name: str, room: Room) -> None:
     """Delete a room with its messages; its open sockets on every process close with 4403."""
 
     def delete() -> None:
+        from chat import attachments  # imports this module
+
         with transaction.atomic():
             webhooks.record("room.deleted", webhooks.room_data(room))
+            attachments.room_attachments_remove(room.pk)  # files go after the commit
             room.delete()
 
     run_in_schema(schema_name, delete)
@@ -457,21 +463,39 @@ def _insert_if_active(
 
 
 def _persist_message(
-    room_id: int, user_id: int, body: str, client_id: str | None, parent_id: int | None = None
+    room_id: int,
+    user_id: int,
+    body: str,
+    client_id: str | None,
+    parent_id: int | None = None,
+    attachment_ids: list[int] | None = None,
 ) -> tuple[Message, bool, list[int]]:
     """One INSERT ... RETURNING (the trigger assigns `seq` in the same statement, and the
-    statement itself refuses an inactive author); a tenant with a `message.created` webhook
-    stores it in a transaction with the event instead; a message naming `@someone` costs
-    one more query, for the mentioned readers."""
+    statement itself refuses an inactive author). A message with attachments, or of a tenant
+    with a `message.created` webhook, is stored in a transaction instead: with the UPDATE
+    that links its uploads (refused: the INSERT rolls back with it) and its webhook event.
+    A message naming `@someone` costs one more query, for the mentioned readers."""
+    from chat import attachments  # imports this module
+
     try:
-        stored = _insert_if_active(room_id, user_id, body, client_id, parent_id, unless_hooked=True)
-        if stored is None:  # the tenant has webhooks: the message and its event commit together
-            with transaction.atomic():
+        stored = None
+        if not attachment_ids:
+            stored = _insert_if_active(
+                room_id, user_id, body, client_id, parent_id, unless_hooked=True
+            )
+        if stored is None:
+            with transaction.atomic():  # the message, its files and its event commit together
                 stored = _insert_if_active(
                     room_id, user_id, body, client_id, parent_id, unless_hooked=False
                 )
                 assert stored is not None
                 message_id = stored.pk
+                attachments.attachments_link(
+                    message_id=message_id,
+                    room_id=room_id,
+                    user_id=user_id,
+                    ids=attachment_ids or [],
+                )
                 webhooks.record("message.created", lambda: webhooks.message_data(message_id))
         message = stored
     except IntegrityError:
@@ -512,6 +536,7 @@ async def message_send(
     client_id: Any = None,
     parent_id: Any = None,
     skip: Any = None,
+    attachments: Any = None,
 ) -> tuple[dict[str, Any], bool]:
     """Persist a message, then broadcast it to the room on every process.
 
@@ -524,14 +549,25 @@ async def message_send(
 
     `parent_id` makes it a reply (threads): the parent must be a live message of the room
     (else NOT_FOUND); a reply to a reply is attached to that reply's root.
+    `attachments`: ids of the sender's own unlinked uploads in the room (chat/attachments.py;
+    AttachmentRefused otherwise, nothing stored); with some, the text may be empty.
     """
-    text = clean_message_body(body)
+    from chat import attachments as files  # imports this module
+
+    ids = files.clean_attachment_ids(attachments)
+    text = clean_message_body(body, allow_empty=bool(ids))
     cid = clean_client_id(client_id)
     parent = clean_parent_id(parent_id)
     message, created, mentioned = await in_schema(
-        schema_name, _persist_message, room.id, actor.id, text, cid, parent
+        schema_name, _persist_message, room.id, actor.id, text, cid, parent, ids
     )
-    frame = events.chat_message(message, room=room.slug, user=actor.username)
+    # Only a message known to have none (new, none asked for) skips reading them back.
+    objects = (
+        await in_schema(schema_name, files.objects_of_message, message.pk)
+        if ids or not created
+        else []
+    )
+    frame = events.chat_message(message, room=room.slug, user=actor.username, attachments=objects)
     # The row is committed (autocommit) before any socket can see the frame.
     group = events.room_group_name(schema_name, room.slug)
     if not created:
@@ -571,12 +607,15 @@ def _change_message(
         raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
     with transaction.atomic():
         if body is None:
+            from chat import attachments  # imports this module
+
             message.deleted_at = timezone.now()
             message.save(update_fields=["deleted_at"])
             if message.parent_id is not None:  # the root counts live replies only
                 Message.objects.filter(pk=message.parent_id).update(
                     reply_count=F("reply_count") - 1
                 )
+            attachments.message_attachments_remove(message.pk)  # files go after the commit
             webhooks.record("message.deleted", webhooks.message_deleted_data(message))
         else:
             message.body = body
@@ -595,13 +634,21 @@ def _message_id(value: Any) -> int:
 async def message_edit(
     *, schema_name: str, room: RoomRef, actor: Actor, message_id: Any, body: Any
 ) -> dict[str, Any]:
-    """Change a message's text; the room gets `chat.message.edited` with the new fields."""
+    """Change a message's text; the room gets `chat.message.edited` with the new fields
+    (its attachments included: one more query)."""
+    from chat import attachments  # imports this module
+
     text = clean_message_body(body)
     message, author = await in_schema(
         schema_name, _change_message, room.id, _message_id(message_id), actor, text
     )
+    objects = await in_schema(schema_name, attachments.objects_of_message, message.pk)
     frame = events.chat_message(
-        message, room=room.slug, user=author, frame_type=ServerFrame.CHAT_MESSAGE_EDITED
+        message,
+        room=room.slug,
+        user=author,
+        frame_type=ServerFrame.CHAT_MESSAGE_EDITED,
+        attachments=objects,
     )
     await events.broadcast(events.room_group_name(schema_name, room.slug), frame)
     return frame

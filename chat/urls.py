@@ -10,6 +10,7 @@ from chat.api import (
     RoomMessagesView,
     ThreadRepliesView,
 )
+from chat.attachments_api import RoomAttachmentsView, attachment_download
 from chat.models import ROOM_SLUG_PATTERN
 from chat.pages import demo_page
 
@@ -45,6 +46,12 @@ urlpatterns = [
     ),
     path("api/dms/", DmView.as_view(), name="dms"),
     path("api/rooms/<room:slug>/members/", RoomMembersView.as_view(), name="room-members"),
+    path(
+        "api/rooms/<room:slug>/attachments/",
+        RoomAttachmentsView.as_view(),
+        name="room-attachments",
+    ),
+    path("api/attachments/<int:attachment_id>/", attachment_download, name="attachment-download"),
     path(
         "api/rooms/<room:slug>/members/<int:user_id>/",
         RoomMemberDetailView.as_view(),

@@ -18,6 +18,7 @@ from infra.logging import install_server_log_redaction  # noqa: E402
 from middleware.probes import ProbesMiddleware  # noqa: E402
 from middleware.request_id import RequestIdMiddleware  # noqa: E402
 from middleware.stack import websocket_stack  # noqa: E402
+from middleware.upload_limit import UploadLimitMiddleware  # noqa: E402
 
 install_server_log_redaction()
 
@@ -34,7 +35,8 @@ application = ProbesMiddleware(
     RequestIdMiddleware(
         ProtocolTypeRouter(
             {
-                "http": django_http,
+                # Before Django reads a body: a too-large upload is refused unread.
+                "http": UploadLimitMiddleware(django_http),  # type: ignore[arg-type]
                 "websocket": websocket_stack(websocket_application),
             }
         )

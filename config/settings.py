@@ -249,6 +249,53 @@ WS_AUTH_RECHECK_INTERVAL = env_float("WS_AUTH_RECHECK_INTERVAL", 30.0)
 PRESENCE_TTL = env_int("PRESENCE_TTL", 30)
 PRESENCE_HEARTBEAT = env_float("PRESENCE_HEARTBEAT", 10.0)
 
+# --- attachments (PROTOCOL section 6) ---
+# Local files live under DATA_DIR/attachments/; S3_BUCKET moves them to an S3-compatible
+# bucket (django-storages, boto3). Keys start with the tenant's schema name either way.
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+ATTACHMENT_URL_TTL = env_int("ATTACHMENT_URL_TTL", 300)  # seconds a signed link works
+ATTACHMENT_MAX_PER_MESSAGE = env_int("ATTACHMENT_MAX_PER_MESSAGE", 10)
+if ATTACHMENT_MAX_BYTES < 1 or ATTACHMENT_URL_TTL < 1 or ATTACHMENT_MAX_PER_MESSAGE < 1:
+    raise ImproperlyConfigured(
+        "ATTACHMENT_MAX_BYTES, ATTACHMENT_URL_TTL and ATTACHMENT_MAX_PER_MESSAGE must be >= 1."
+    )
+S3_BUCKET = env_str("S3_BUCKET")
+if S3_BUCKET:
+    _attachments_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+            "region_name": env_str("S3_REGION") or None,
+            # Read from the environment here (boto3 would too); never logged.
+            "access_key": env_str("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY") or None,
+            "signature_version": "s3v4",
+            # Path-style (`endpoint/bucket/key`): what MinIO, Ceph and moto serve without
+            # wildcard DNS; AWS itself picks its own style when no endpoint is given.
+            "addressing_style": "path" if env_str("S3_ENDPOINT_URL") else None,
+            "querystring_auth": True,  # presigned GET links ...
+            "querystring_expire": ATTACHMENT_URL_TTL,  # ... that expire with the local ones
+            "file_overwrite": True,  # keys carry a random part: no HEAD before each upload
+            "default_acl": None,  # private objects: the presigned link is the only way in
+        },
+    }
+else:
+    _attachments_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR / "attachments")},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _attachments_storage,
+}
+# Uploads past this many bytes are spooled to a temporary file, not held in memory (Django's
+# default, stated here because attachments rely on it); form fields other than files stay
+# under DATA_UPLOAD_MAX_MEMORY_SIZE (also Django's default, 2.5 MiB).
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2621440
+
 # --- tenant integration (PROTOCOL section 5) ---
 # Seconds between the attempts of a webhook delivery (8 attempts by default), then `failed`.
 WEBHOOK_RETRY_SCHEDULE = [

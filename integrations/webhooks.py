@@ -112,13 +112,17 @@ def member_data(room: Any, user_id: int) -> dict[str, Any]:
 def message_data(message_id: int, frame_type: str | None = None) -> dict[str, Any]:
     """`{room, message: <chat.message frame>}` of a stored message (read inside the change's
     transaction, so it is the state being committed)."""
-    from chat import events
+    from chat import attachments, events
     from chat.models import Message
 
     message = Message.objects.select_related("room", "user").get(pk=message_id)
     kwargs = {"frame_type": frame_type} if frame_type else {}
     frame = events.chat_message(
-        message, room=message.room.slug, user=message.user.get_username(), **kwargs
+        message,
+        room=message.room.slug,
+        user=message.user.get_username(),
+        attachments=attachments.objects_of_message(message_id),
+        **kwargs,
     )
     return {"room": message.room.slug, "message": frame}
 

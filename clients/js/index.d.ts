@@ -7,7 +7,8 @@ export interface Tokens {
   refresh?: string | null;
 }
 
-/** An uploaded file (`POST /api/rooms/<slug>/attachments/`); `url` is a signed link that expires. */
+/** An uploaded file (`POST /api/rooms/<slug>/attachments/` answers one). `url` is a signed link
+ * that expires after ATTACHMENT_URL_TTL seconds; a local one is root-relative: `new URL(url, baseUrl)`. */
 export interface Attachment {
   id: number;
   name: string;
@@ -29,12 +30,13 @@ export interface ChatMessage {
   created_at: string;
   edited_at: string | null;
   /** The thread's root for a reply, null for a top-level message. */
-  parent_id?: number | null;
-  /** Top-level messages: how many replies; kept current in `room.messages`. */
+  parent_id: number | null;
+  /** Top-level messages: how many live replies; kept current in `room.messages`. */
   reply_count?: number;
   /** emoji -> count; kept current in `room.messages`. */
-  reactions?: Record<string, number>;
-  attachments?: Attachment[];
+  reactions: Record<string, number>;
+  /** Files attached to the message; `[]` when none. */
+  attachments: Attachment[];
   [extra: string]: unknown;
 }
 

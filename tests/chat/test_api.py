@@ -31,6 +31,7 @@ CHAT_MESSAGE_FIELDS = {
     "parent_id",
     "reply_count",
     "reactions",
+    "attachments",
 }
 
 

@@ -30,6 +30,7 @@ CHAT_MESSAGE_FIELDS = {
     "parent_id",
     "reply_count",
     "reactions",
+    "attachments",
 }
 
 

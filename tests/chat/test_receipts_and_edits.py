@@ -40,6 +40,7 @@ CHAT_MESSAGE_FIELDS = {
     "parent_id",
     "reply_count",
     "reactions",
+    "attachments",
 }
 MISSING = object()
 

@@ -38,6 +38,7 @@ CHAT_MESSAGE_FIELDS = {
     "parent_id",
     "reply_count",
     "reactions",
+    "attachments",
 }
 REPLAY_LIMIT = 1000
 

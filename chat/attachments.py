@@ -1,0 +1,350 @@
+"""Attachments (PROTOCOL.md section 6): uploads into a room, the signed links that hand them
+out, linking them to a message, and removing their files.
+
+Storage is Django's named storage "attachments" (settings.STORAGES): a FileSystemStorage
+under DATA_DIR/attachments/ by default, django-storages' S3 backend when S3_BUCKET is set.
+Every key is `<schema>/<room id>/<random>/<name>`, so one tenant's files never sit under
+another tenant's prefix.
+
+A link is the capability (an `<img src>` cannot send a bearer token) and never carries a
+JWT: locally `/api/attachments/<id>/?exp=<unix>&sig=<hmac>`, signed with SECRET_KEY and
+salted with the tenant's schema and the attachment id (a link of one tenant fails on every
+other tenant's host); on S3 a presigned GET. Both expire after ATTACHMENT_URL_TTL seconds,
+and are handed only to readers of the room: each frame and each history page signs afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+import unicodedata
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlencode
+
+import puremagic
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.uploadedfile import UploadedFile
+from django.core.signing import Signer
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.utils.http import content_disposition_header
+
+from chat.models import Attachment, Room
+from chat.protocol import ErrorCode
+from chat.services import Actor, ChatError
+from tenants.context import current_schema, run_in_schema
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+# A multipart body is the file plus its part headers and boundaries: the ASGI guard
+# (middleware/upload_limit.py) lets this much more than ATTACHMENT_MAX_BYTES through, and the
+# view then refuses a file over the limit by its own size.
+MULTIPART_SLACK_BYTES = 64 * 1024
+_MAX_NAME = 255
+_SNIFF_BYTES = 4096
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Text that a browser shows as text: printable characters, tab, newlines, form feed.
+_TEXT_CONTROLS = frozenset(range(32)) - {9, 10, 12, 13}
+
+
+class AttachmentRefused(ChatError):
+    """The `attachments` of a message were refused (nothing stored): `invalid_frame` or
+    `not_found` over WebSocket, a 400 naming `attachments` over REST."""
+
+
+class AttachmentTooLarge(ChatError):
+    """An upload over ATTACHMENT_MAX_BYTES: 413 naming `file`."""
+
+
+def attachment_storage() -> Storage:
+    return storages["attachments"]
+
+
+def _is_local(storage: Storage) -> bool:
+    return isinstance(storage, FileSystemStorage)
+
+
+# --- names and types ------------------------------------------------------------------------
+
+
+def clean_file_name(raw: Any) -> str:
+    """The client's file name as shown to readers: its last path segment, NFC, without
+    control characters, at most 255 characters (the extension kept); "file" if nothing is
+    left."""
+    name = unicodedata.normalize("NFC", str(raw or ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
+    if len(name) > _MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext if dot and 0 < len(ext) <= 16 else ""
+        name = (stem if ext else name)[: _MAX_NAME - len(ext) - 1].rstrip() + (
+            f".{ext}" if ext else ""
+        )
+    return name or "file"
+
+
+def _key_name(name: str) -> str:
+    """The name's ASCII-safe form for a storage key (the row keeps the real name)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    safe = _KEY_UNSAFE.sub("_", ascii_name).strip("._")[:100]
+    return safe or "file"
+
+
+def storage_key(schema_name: str, room_id: int, name: str) -> str:
+    """`<schema>/<room id>/<random>/<name>`: the tenant's prefix first, a random part so that
+    keys never collide and cannot be guessed."""
+    return f"{schema_name}/{room_id}/{secrets.token_hex(16)}/{_key_name(name)}"
+
+
+def sniff_content_type(upload: Any) -> str:
+    """The file's type from its bytes (puremagic's signatures; plain UTF-8 text is
+    `text/plain`), never from the client's header or the name; else application/octet-stream."""
+    try:
+        upload.seek(0)
+        found = puremagic.from_stream(upload, mime=True)
+    except (puremagic.PureError, ValueError, OSError):
+        found = ""
+    finally:
+        upload.seek(0)
+    found = (found or "").strip().lower()
+    if _MIME.fullmatch(found):
+        return found
+    head = upload.read(_SNIFF_BYTES)
+    upload.seek(0)
+    return "text/plain" if _looks_like_text(head) else FALLBACK_CONTENT_TYPE
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or any(byte in _TEXT_CONTROLS for byte in head):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the sample is fine
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
+def download_disposition(name: str) -> str:
+    """`attachment; filename=...` (RFC 6266): always a download, never shown inline."""
+    return str(content_disposition_header(True, name))
+
+
+# --- links ----------------------------------------------------------------------------------
+
+
+def _signer(schema_name: str, attachment_id: int) -> Signer:
+    return Signer(salt=f"chat.attachment:{schema_name}:{attachment_id}")
+
+
+def attachment_url(schema_name: str, attachment: Attachment) -> str:
+    """A link to the file that works for ATTACHMENT_URL_TTL seconds (then 403)."""
+    ttl = settings.ATTACHMENT_URL_TTL
+    storage = attachment_storage()
+    if not _is_local(storage):
+        parameters = {
+            "ResponseContentDisposition": download_disposition(attachment.name),
+            "ResponseContentType": attachment.content_type,
+        }
+        url = storage.url(attachment.storage_key, parameters=parameters, expire=ttl)  # type: ignore[call-arg]
+        return str(url)
+    expires = str(int(time.time()) + ttl)
+    query = urlencode(
+        {"exp": expires, "sig": _signer(schema_name, attachment.pk).signature(expires)}
+    )
+    path = reverse("attachment-download", urlconf="chat.urls", args=[attachment.pk])
+    return f"{path}?{query}"
+
+
+def link_is_valid(schema_name: str, attachment_id: int, expires: str, signature: str) -> bool:
+    """Whether `exp`/`sig` of a local link are this tenant's, for this attachment, unexpired."""
+    if not expires.isdigit() or len(expires) > 12 or int(expires) < time.time():
+        return False
+    expected = _signer(schema_name, attachment_id).signature(expires)
+    return constant_time_compare(expected, signature)
+
+
+def attachment_object(schema_name: str, attachment: Attachment) -> dict[str, Any]:
+    """`{id, name, size, content_type, url}`, with a freshly signed `url`."""
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "url": attachment_url(schema_name, attachment),
+    }
+
+
+def objects_by_message(message_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """The attachment objects of each message (ONE query for a page of messages), for the
+    schema the connection is on; messages without any are absent."""
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    schema_name = current_schema()
+    found: dict[int, list[dict[str, Any]]] = {}
+    for attachment in Attachment.objects.filter(message_id__in=ids).order_by("pk"):
+        assert attachment.message_id is not None
+        found.setdefault(attachment.message_id, []).append(
+            attachment_object(schema_name, attachment)
+        )
+    return found
+
+
+def objects_of_message(message_id: int) -> list[dict[str, Any]]:
+    return objects_by_message([message_id]).get(message_id, [])
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+
+def attachment_upload(
+    *, schema_name: str, actor: Actor, room: Room, upload: UploadedFile
+) -> dict[str, Any]:
+    """Store an uploaded file of a room (the caller checked that the actor may read it) and
+    answer its object. The type is sniffed from the bytes. The file is written first and
+    removed again if its row cannot be stored (the room deleted meanwhile: not_found).
+
+    Raises AttachmentTooLarge past ATTACHMENT_MAX_BYTES."""
+    size = int(upload.size or 0)
+    limit = settings.ATTACHMENT_MAX_BYTES
+    if size > limit:
+        raise AttachmentTooLarge(ErrorCode.INVALID_FRAME, f"The file is over {limit} bytes.")
+    name = clean_file_name(upload.name)
+    content_type = sniff_content_type(upload)
+    upload.content_type = content_type  # what S3 stores as the object's type
+    storage = attachment_storage()
+    key = storage.save(storage_key(schema_name, room.pk, name), upload)
+
+    def create() -> Attachment:
+        with transaction.atomic():
+            return Attachment.objects.create(
+                room_id=room.pk,
+                uploader_id=actor.id,
+                name=name,
+                size=size,
+                content_type=content_type,
+                storage_key=key,
+            )
+
+    try:
+        attachment = run_in_schema(schema_name, create)
+    except IntegrityError:  # the room is gone (foreign key): keep no file of it
+        _remove_files([key])
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
+    except BaseException:
+        _remove_files([key])
+        raise
+    return attachment_object(schema_name, attachment)
+
+
+# --- linking to a message -------------------------------------------------------------------
+
+
+def clean_attachment_ids(value: Any) -> list[int]:
+    """`attachments` of a message frame: a list of at most ATTACHMENT_MAX_PER_MESSAGE
+    distinct positive integers (absent: none). Raises AttachmentRefused (invalid_frame)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(item, int) and not isinstance(item, bool) and item > 0 for item in value
+    ):
+        raise AttachmentRefused(
+            ErrorCode.INVALID_FRAME, "`attachments` must be a list of attachment ids."
+        )
+    limit = settings.ATTACHMENT_MAX_PER_MESSAGE
+    if len(value) > limit:
+        raise AttachmentRefused(
+            ErrorCode.INVALID_FRAME, f"`attachments` may name at most {limit} files."
+        )
+    if len(set(value)) != len(value):
+        raise AttachmentRefused(ErrorCode.INVALID_FRAME, "`attachments` names an id twice.")
+    return value
+
+
+def attachments_link(*, message_id: int, room_id: int, user_id: int, ids: list[int]) -> None:
+    """Attach the user's own unlinked uploads of the room to a message being inserted; call
+    inside the INSERT's transaction, so that a refusal (AttachmentRefused not_found) rolls
+    the message back too. One UPDATE; its row locks make two messages racing for one upload
+    link it once."""
+    if not ids:
+        return
+    linked = Attachment.objects.filter(
+        pk__in=ids, room_id=room_id, uploader_id=user_id, message__isnull=True
+    ).update(message_id=message_id)
+    if linked != len(ids):
+        raise AttachmentRefused(
+            ErrorCode.NOT_FOUND,
+            "`attachments`: each id must be one of your own uploads in this room that is not "
+            "attached to a message yet.",
+        )
+
+
+# --- removal --------------------------------------------------------------------------------
+
+
+def _remove_files(keys: list[str]) -> None:
+    """Delete files from the storage; a failure is logged and leaves the file behind
+    (README: what is left)."""
+    storage = attachment_storage()
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:
+            logger.warning("could not remove attachment file %s", key, exc_info=True)
+            continue
+        if _is_local(storage):  # the key's random folder, then the room's, if now empty
+            folder = PurePosixPath(key).parent
+            for empty in (folder, folder.parent):
+                try:
+                    os.rmdir(storage.path(str(empty)))
+                except OSError:
+                    break
+
+
+def _remove_after_commit(keys: list[str]) -> None:
+    if keys:
+        # After the commit: a rolled-back delete must not have lost its files.
+        transaction.on_commit(lambda: _remove_files(keys), robust=True)
+
+
+def message_attachments_remove(message_id: int) -> None:
+    """Within a message's delete: drop its attachment rows now, their files after commit."""
+    rows = Attachment.objects.filter(message_id=message_id)
+    keys = list(rows.values_list("storage_key", flat=True))
+    if keys:
+        rows.delete()
+        _remove_after_commit(keys)
+
+
+def room_attachments_remove(room_id: int) -> None:
+    """Within a room's delete, before it: the files of all its uploads go after the commit
+    (the rows go with the room). The room row is locked first, so an upload that commits
+    meanwhile (its foreign key waits for the lock) cannot slip past the list."""
+    list(Room.objects.select_for_update().filter(pk=room_id).values_list("pk", flat=True))
+    _remove_after_commit(
+        list(Attachment.objects.filter(room_id=room_id).values_list("storage_key", flat=True))
+    )
+
+
+def attachments_sweep(*, older_than: timedelta) -> int:
+    """Remove the uploads of the current schema never linked to a message and older than
+    `older_than` (rows now, files after commit); the number removed."""
+    with transaction.atomic():
+        rows = Attachment.objects.select_for_update(skip_locked=True).filter(
+            message__isnull=True, created_at__lt=timezone.now() - older_than
+        )
+        found = list(rows.values_list("pk", "storage_key"))
+        Attachment.objects.filter(pk__in=[pk for pk, _ in found], message__isnull=True).delete()
+        _remove_after_commit([key for _, key in found])
+    return len(found)
