@@ -13,6 +13,7 @@ from chat.api import (
 from chat.attachments_api import RoomAttachmentsView, attachment_download
 from chat.models import ROOM_SLUG_PATTERN
 from chat.pages import demo_page
+from chat.search import SearchView
 
 
 class RoomSlugConverter:
@@ -57,4 +58,5 @@ urlpatterns = [
         RoomMemberDetailView.as_view(),
         name="room-member-detail",
     ),
+    path("api/search/", SearchView.as_view(), name="search"),
 ]

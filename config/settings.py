@@ -240,6 +240,12 @@ if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE)
     raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
+CHAT_SEARCH_DEFAULT_LIMIT = 20
+CHAT_SEARCH_MAX_LIMIT = 100
+# Search ranks only the newest this many matches of a query (0: every match); see chat/search.py.
+CHAT_SEARCH_RANK_WINDOW = env_int("CHAT_SEARCH_RANK_WINDOW", 10_000)
+if CHAT_SEARCH_RANK_WINDOW < 0:
+    raise ImproperlyConfigured("CHAT_SEARCH_RANK_WINDOW must be 0 or more.")
 # Authorization is live: every process re-checks its open sockets' user, tenant and room
 # this often (with jitter), in case a kick over the channel layer was lost. 0 disables it.
 WS_AUTH_RECHECK_INTERVAL = env_float("WS_AUTH_RECHECK_INTERVAL", 30.0)
