@@ -7,7 +7,18 @@ export interface Tokens {
   refresh?: string | null;
 }
 
-/** A `chat.message` frame (PROTOCOL.md section 3); also each item of REST history. */
+/** An uploaded file (`POST /api/rooms/<slug>/attachments/` answers one). `url` is a signed link
+ * that expires after ATTACHMENT_URL_TTL seconds; a local one is root-relative: `new URL(url, baseUrl)`. */
+export interface Attachment {
+  id: number;
+  name: string;
+  size: number;
+  content_type: string;
+  url: string;
+}
+
+/** A `chat.message` frame (PROTOCOL.md sections 3 and 6); also each item of REST history,
+ * of replies() and of search(). */
 export interface ChatMessage {
   type: "chat.message";
   id: number;
@@ -18,19 +29,15 @@ export interface ChatMessage {
   client_id: string | null;
   created_at: string;
   edited_at: string | null;
-  /** Files attached to the message (PROTOCOL.md section 6); `[]` when none. */
+  /** The thread's root for a reply, null for a top-level message. */
+  parent_id: number | null;
+  /** Top-level messages: how many live replies; kept current in `room.messages`. */
+  reply_count?: number;
+  /** emoji -> count; kept current in `room.messages`. */
+  reactions: Record<string, number>;
+  /** Files attached to the message; `[]` when none. */
   attachments: Attachment[];
   [extra: string]: unknown;
-}
-
-/** An uploaded file (`POST /api/rooms/<slug>/attachments/` answers one). `url` expires after
- * ATTACHMENT_URL_TTL seconds; a local one is root-relative: `new URL(url, baseUrl)`. */
-export interface Attachment {
-  id: number;
-  name: string;
-  size: number;
-  content_type: string;
-  url: string;
 }
 
 export interface ChatMessageEdited extends Omit<ChatMessage, "type"> {
@@ -47,6 +54,18 @@ export interface MessageRead {
   user: string;
   seq: number;
 }
+/** The room's answer to a react / unreact (the sender alone gets it for a no-op). */
+export interface ChatReaction {
+  type: "chat.reaction";
+  /** The message's id and seq. */
+  id: number;
+  seq: number;
+  user: string;
+  emoji: string;
+  op: "add" | "remove";
+  /** The message's reactions after the change: emoji -> count. */
+  counts: Record<string, number>;
+}
 export interface ErrorFrame {
   type: "error";
   code: string;
@@ -61,6 +80,7 @@ export type ServerFrame =
   | MessageRead
   | ChatMessageEdited
   | ChatMessageDeleted
+  | ChatReaction
   | { type: "resume.done"; seq: number }
   | { type: "ping" | "pong" }
   | { type: "auth.ok"; exp: number }
@@ -120,14 +140,27 @@ export interface TenantChatOptions {
   random?(): number;
 }
 
-/** A room object of `GET /api/rooms/`. */
+/** A room object of `GET /api/rooms/` and `POST /api/dms/`. */
 export interface RoomInfo {
   slug: string;
+  /** A DM's is the two usernames, e.g. "alice, bob". */
   name: string;
   is_private: boolean;
+  /** "dm": a direct-message room of two users. */
+  kind?: "room" | "dm";
   created_at: string;
   unread_count: number;
   [extra: string]: unknown;
+}
+
+export interface SendOptions {
+  client_id?: string;
+  /** A thread reply: the root's id (a reply to a reply is attached to the root). */
+  parentId?: number;
+  /** The user's own uploads in this room: ids or the objects upload() answered. */
+  attachments?: Array<number | Pick<Attachment, "id">>;
+  /** Any other field goes into the `message` frame as it is. */
+  [field: string]: unknown;
 }
 
 export declare class TenantChatError extends Error {
@@ -158,11 +191,18 @@ export declare class Room extends Socket {
   /** Read markers seen: username -> seq. */
   readonly reads: Map<string, number>;
   /** Resolves once with the stored chat.message frame, even across reconnects. */
-  send(message: string, extra?: { client_id?: string; [field: string]: unknown }): Promise<ChatMessage>;
+  send(message: string, extra?: SendOptions): Promise<ChatMessage>;
   edit(id: number, message: string): Promise<ChatMessageEdited>;
   delete(id: number): Promise<ChatMessageDeleted>;
   markRead(seq: number): Promise<MessageRead>;
   typing(): void;
+  /** Resolve with the chat.reaction frame answering them (also for a no-op); reject on an error frame. */
+  react(id: number, emoji: string): Promise<ChatReaction>;
+  unreact(id: number, emoji: string): Promise<ChatReaction>;
+  /** The replies to message `id` (not the root), oldest first. */
+  replies(id: number, query?: { after?: number; limit?: number }): Promise<ChatMessage[]>;
+  /** Uploads to this room; pass the answer (or its id) to send(text, {attachments}). */
+  upload(file: Blob | ArrayBuffer | ArrayBufferView | string, name?: string): Promise<Attachment>;
 }
 
 export declare class Notifications extends Socket {}
@@ -180,11 +220,18 @@ export declare class TenantChat {
   accessToken(): Promise<string>;
   request<T = unknown>(
     path: string,
+    /** A FormData body goes as multipart, anything else as JSON. */
     init?: { method?: string; body?: unknown; query?: Record<string, string | number | undefined>; auth?: boolean },
   ): Promise<T>;
   me(): Promise<{ id: number; username: string; is_admin: boolean }>;
   rooms(): Promise<RoomInfo[]>;
   createRoom(room: { slug: string; name?: string; is_private?: boolean }): Promise<RoomInfo>;
+  /** The DM room with a user (id or username); open it with room(dm.slug). */
+  dm(user: number | string | { user_id: number } | { username: string }): Promise<RoomInfo>;
+  /** Messages the user can read that match, best first, each with its `room`. */
+  search(q: string, options?: { room?: string; limit?: number }): Promise<ChatMessage[]>;
+  replies(slug: string, id: number, query?: { after?: number; limit?: number }): Promise<ChatMessage[]>;
+  upload(slug: string, file: Blob | ArrayBuffer | ArrayBufferView | string, name?: string): Promise<Attachment>;
   history(slug: string, query?: { before?: number; after?: number; limit?: number }): Promise<ChatMessage[]>;
   room(slug: string, options?: RoomOptions): Room;
   notifications(options?: SocketOptions): Notifications;

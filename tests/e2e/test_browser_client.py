@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -345,3 +346,160 @@ def test_tenant_a_session_never_shows_tenant_b_rooms(
     with http(pod.server, tenant_b.domain, tokens_for(b_user)["access"]) as client:
         messages = client.get(f"/api/rooms/{shared}/messages/").json()
         assert [m["message"] for m in messages] == ["B only"]
+
+
+# --- conversations (PROTOCOL.md section 6) through the demo page ---------------------------
+
+THUMBS_UP = "\U0001f44d"
+
+
+def tiny_png() -> bytes:
+    """A real 2x2 PNG (the server sniffs the type; the page shows it as a thumbnail)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xd0\x30\x30" * 2 for _ in range(2))  # filter 0, 2 RGB pixels
+    header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def message_item(page: Page, text: str) -> Any:
+    return page.locator("#messages li.msg").filter(has_text=text)
+
+
+def test_thread_reply_reaction_and_dm_between_two_users_on_the_demo_page(
+    browser: Browser, pod: Pod, pages: list[Page], tenant: TenantInfo
+) -> None:
+    alice = make_user_in(tenant, username=unique("alice"))
+    bob = make_user_in(tenant, username=unique("bob"))
+    room = unique("conv-")
+    pa = open_demo(browser, pod, pages, alice, room)
+    pb = open_demo(browser, pod, pages, bob, room)
+    send(pa, "lunch at noon?")
+    texts(pb).to_have_text(["lunch at noon?"])
+
+    # Reaction: bob's thumbs-up shows on alice's page with its count; a second click takes it back.
+    thumbs_up = f'button.reaction[data-emoji="{THUMBS_UP}"]'
+    pb.locator("#messages li.msg").first.locator(thumbs_up).click()
+    on_alice = pa.locator("#messages li.msg").first.locator(thumbs_up)
+    expect(on_alice).to_have_attribute("data-count", "1")
+    expect(on_alice).to_have_text(f"{THUMBS_UP} 1")
+    mine = pb.locator("#messages li.msg").first.locator("button.reaction.mine")
+    expect(mine).to_have_attribute("data-emoji", THUMBS_UP)
+    mine.click()
+    expect(on_alice).to_have_attribute("data-count", "0")
+    expect(pb.locator("#messages li.msg").first.locator("button.reaction.mine")).to_have_count(0)
+
+    # Thread: bob replies in the thread pane; alice's root counts it, her pane shows it, and
+    # the main list keeps top-level messages only.
+    pb.locator("#messages li.msg").first.locator("button.replies").click()
+    expect(pb.locator("#thread")).to_be_visible()
+    pb.fill("#thread-composer input[name=message]", "yes, 12:00")
+    pb.press("#thread-composer input[name=message]", "Enter")
+    expect(pb.locator("#thread-replies li .text")).to_have_text(["yes, 12:00"])
+    replies_button = pa.locator("#messages li.msg").first.locator("button.replies")
+    expect(replies_button).to_have_text("1 reply")
+    texts(pa).to_have_text(["lunch at noon?"])
+    replies_button.click()
+    expect(pa.locator("#thread-root .text")).to_have_text("lunch at noon?")
+    expect(pa.locator("#thread-replies li .text")).to_have_text(["yes, 12:00"])
+    stored = pa.evaluate(
+        "window.tenantchatDemo.room.messages.map((m) => [m.message, m.parent_id ?? null])"
+    )
+    root_id = pa.evaluate("window.tenantchatDemo.room.messages[0].id")
+    assert stored == [["lunch at noon?", None], ["yes, 12:00", root_id]], stored
+    ARTIFACTS.mkdir(exist_ok=True)
+    pa.screenshot(path=str(ARTIFACTS / "demo-thread.png"))  # alice's window: the thread pane
+
+    # DM: alice starts one by username; it is listed on bob's page with its unread count.
+    pa.fill("#start-dm input[name=username]", bob.username)
+    pa.press("#start-dm input[name=username]", "Enter")
+    expect(pa.locator("#room-title")).to_have_text(f"@{bob.username}")
+    expect(pa.locator("#state")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    send(pa, "psst, just you")
+    texts(pa).to_have_text(["psst, just you"])
+    dm_item = pb.locator('#dms li[data-kind="dm"]')
+    expect(dm_item.locator(".name")).to_have_text(f"@{alice.username}", timeout=WAIT_MS)
+    expect(dm_item.locator(".unread")).to_have_text("1", timeout=WAIT_MS)  # polled every 3 s
+    dm_item.click()
+    expect(pb.locator("#room-title")).to_have_text(f"@{alice.username}")
+    texts(pb).to_have_text(["psst, just you"])
+    dm = pa.evaluate("window.tenantchatDemo.room.slug")
+    assert dm != room
+    # The same DM again, not a second one.
+    pa.locator(f'#rooms li[data-slug="{room}"]').click()
+    pa.fill("#start-dm input[name=username]", bob.username)
+    pa.press("#start-dm input[name=username]", "Enter")
+    expect(pa.locator("#room-title")).to_have_text(f"@{bob.username}")
+    assert pa.evaluate("window.tenantchatDemo.room.slug") == dm
+    expect(pa.locator('#dms li[data-kind="dm"]')).to_have_count(1)
+
+
+def test_search_and_file_upload_between_two_users_on_the_demo_page(
+    browser: Browser, pod: Pod, pages: list[Page], tenant: TenantInfo
+) -> None:
+    alice = make_user_in(tenant, username=unique("alice"))
+    bob = make_user_in(tenant, username=unique("bob"))
+    room = unique("files-")
+    pa = open_demo(browser, pod, pages, alice, room)
+    pb = open_demo(browser, pod, pages, bob, room)
+
+    # Upload: a text file and a picture attached to alice's next message.
+    notes = b"minutes of the meeting\n"
+    pa.set_input_files(
+        "#composer input[type=file]",
+        files=[
+            {"name": "notes.txt", "mimeType": "text/plain", "buffer": notes},
+            {"name": "dot.png", "mimeType": "image/png", "buffer": tiny_png()},
+        ],
+    )
+    expect(pa.locator("#attached .chip[data-attachment-id]")).to_have_count(2, timeout=WAIT_MS)
+    send(pa, "the files")
+    item = message_item(pb, "the files")
+    link = item.locator(".attachments a").filter(has_text="notes.txt")
+    expect(link).to_contain_text("notes.txt")
+    thumb = item.locator(".attachments img.thumb")
+    expect(thumb).to_have_attribute("alt", "dot.png")
+    expect(pa.locator("#attached .chip")).to_have_count(0)  # they went with that message
+    # Bob's links work: the file's bytes, and a picture the browser could decode.
+    href = link.get_attribute("href")
+    assert href
+    signed = urlsplit(href)  # a signed link of this host (local storage): no token needed
+    with http(pod.server, tenant.domain) as client:
+        download = client.get(f"{signed.path}?{signed.query}")
+    assert download.status_code == 200, download.status_code
+    assert download.content == notes
+    pb.wait_for_function(
+        "(el) => el.complete && el.naturalWidth === 2", arg=thumb.element_handle(), timeout=WAIT_MS
+    )
+
+    # Search: bob finds alice's message from another room, and the hit takes him there.
+    word = unique("zebra")
+    send(pa, f"the {word} report is out")
+    texts(pa).to_have_text(["the files", f"the {word} report is out"])
+    pb.locator(f'#rooms li[data-slug="{room}"]').wait_for()
+    side = unique("elsewhere-")
+    pb.fill("#create-room input[name=slug]", side)
+    pb.press("#create-room input[name=slug]", "Enter")
+    expect(pb.locator("#room-title")).to_have_text(f"#{side}")
+    pb.fill("#search input[name=q]", word)
+    pb.press("#search input[name=q]", "Enter")
+    hits = pb.locator("#search-results li")
+    expect(hits).to_have_count(1, timeout=WAIT_MS)
+    expect(hits.first.locator(".text")).to_have_text(f"the {word} report is out")
+    expect(hits.first.locator(".where")).to_have_text(f"#{room}")
+    hits.first.click()
+    expect(pb.locator("#room-title")).to_have_text(f"#{room}")
+    expect(pb.locator("#messages li.msg.hit .text")).to_have_text(f"the {word} report is out")
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Bob's window: a search hit, an attachment link and a thumbnail.
+    pb.screenshot(path=str(ARTIFACTS / "demo-search-and-files.png"))

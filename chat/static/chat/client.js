@@ -9,6 +9,9 @@ const RECONNECT_MAX_MS = 30000; // "at least every 30 s"
 const MAX_FRAME_BYTES = 1024 * 1024; // the server closes 1009 above this
 const REPLAY_LIMIT = 1000; // a `since` replay stops there; the rest comes from REST history
 const HISTORY_PAGE = 200;
+// Writes the server answers the same way when they come twice (a message by its client_id, a
+// reaction as a no-op): safe to send again when their answer is late.
+const IDEMPOTENT_WRITES = new Set(["message", "react", "unreact"]);
 
 // Close codes after which trying again cannot help: bad request, forbidden, too many sockets.
 // 4401 is in the same set, but only after one token refresh has failed.
@@ -182,23 +185,39 @@ export class MessageLog {
     this.onRelease(frame);
   }
 
+  /** The stored frame with this id (shown, or held behind a hole), or undefined. */
+  find(id) {
+    const shown = this.messages.find((m) => m.id === id);
+    if (shown) return shown;
+    for (const frame of this.held.values()) if (frame.id === id) return frame;
+    return undefined;
+  }
+
   edit(frame) {
-    const current = this.messages.find((m) => m.id === frame.id);
+    const current = this.find(frame.id);
     if (current) Object.assign(current, { ...frame, type: "chat.message" });
     return current;
   }
 
+  /** A chat.reaction frame: its `counts` are the message's reactions now. */
+  react(frame) {
+    const current = this.find(frame.id);
+    if (current && frame.counts && typeof frame.counts === "object") current.reactions = { ...frame.counts };
+    return current;
+  }
+
+  /** Removes a deleted message; answers the removed frame, or undefined. */
   remove(id) {
     const i = this.messages.findIndex((m) => m.id === id);
-    if (i >= 0) this.messages.splice(i, 1);
+    return i >= 0 ? this.messages.splice(i, 1)[0] : undefined;
   }
 }
 
 /**
  * The write frames of one socket, sent one at a time. An `error` frame names no frame, so
  * only one write may be unanswered at once for its error to be attributed: the next is sent
- * when the previous one is acknowledged (its chat.message, edited, deleted or message.read
- * frame) or refused. `rate_limited` and `unavailable` keep the write at the head and send it
+ * when the previous one is acknowledged (its chat.message, edited, deleted, message.read or
+ * chat.reaction frame) or refused. `rate_limited` and `unavailable` keep the write at the head and send it
  * again after `retry_after`; a reconnect sends it again (a message with its same client_id,
  * which the server answers with the stored frame instead of storing it twice).
  */
@@ -247,8 +266,8 @@ export class SendQueue {
     this.ackTimer = null;
     if (this.inflight !== item) return;
     this.inflight = null;
-    if (item.frame.type === "message") {
-      this.pump(); // same client_id: the server stores it at most once
+    if (IDEMPOTENT_WRITES.has(item.frame.type)) {
+      this.pump(); // same client_id, or a reaction the server already has: stored at most once
     } else {
       this.settle(item, null, new TenantChatError("timeout", "No answer from the server."));
     }
@@ -546,7 +565,16 @@ export class Room extends Socket {
     this.reads = new Map(); // username -> seq of their read marker
     this.awaitingResume = false;
     this.replayed = 0;
-    this.log = new MessageLog((frame) => call(options.onMessage, frame));
+    // Threads: a top-level frame's reply_count is the server's count when it built the frame.
+    // replyAsOf[id] is the room's seq up to which that count is known (null: a replay's frame,
+    // known up to its resume.done); a reply past it adds one.
+    this.replyAsOf = new Map();
+    this.source = "live"; // where the frames being added come from: live, replay, history
+    this.historyAsOf = 0;
+    this.log = new MessageLog((frame) => {
+      this.countReply(frame);
+      call(options.onMessage, frame);
+    });
     this.messages = this.log.messages;
     this.lastTypingAt = 0;
     if (typeof options.since === "number") this.log.setBaseline(options.since);
@@ -567,7 +595,9 @@ export class Room extends Socket {
         const shown = backlog ? ordered : [];
         const newest = ordered.length ? ordered[ordered.length - 1].seq : 0;
         if (shown.length) this.log.setBaseline(shown[0].seq - 1);
-        for (const frame of shown) this.log.add(frame);
+        this.fromHistory(newest, () => {
+          for (const frame of shown) this.log.add(frame);
+        });
         // History leaves deleted messages out: what a hole held back is released here.
         this.log.skipTo(newest);
       } catch (err) {
@@ -587,7 +617,9 @@ export class Room extends Socket {
     switch (frame.type) {
       case "chat.message":
         if (this.awaitingResume) this.replayed += 1;
+        this.source = this.awaitingResume ? "replay" : "live";
         this.log.add(frame);
+        this.source = "live";
         this.queue.offer(frame);
         this.watchHole();
         return;
@@ -597,6 +629,7 @@ export class Room extends Socket {
         break;
       case "resume.done":
         this.awaitingResume = false;
+        for (const [id, asOf] of this.replyAsOf) if (asOf === null) this.replyAsOf.set(id, frame.seq);
         this.log.skipTo(frame.seq);
         if (this.replayed >= REPLAY_LIMIT) this.repair(null);
         this.ready();
@@ -612,18 +645,58 @@ export class Room extends Socket {
         this.queue.offer(frame);
         break;
       case "chat.message.edited":
-        this.log.edit(frame);
+        // Its reply_count and reactions are the server's as of now.
+        if (this.log.edit(frame) && frame.parent_id == null && this.replyAsOf.has(frame.id)) {
+          this.replyAsOf.set(frame.id, Math.max(this.replyAsOf.get(frame.id) ?? 0, this.log.contiguous ?? 0));
+        }
         this.queue.offer(frame);
         break;
-      case "chat.message.deleted":
-        this.log.remove(frame.id);
+      case "chat.message.deleted": {
+        const gone = this.log.remove(frame.id);
+        // A deleted reply leaves its thread (the frame names its root; so did the reply). It
+        // is in the root's count if it was shown here or is older than the root's count.
+        const rootId = frame.parent_id ?? gone?.parent_id;
+        const root = rootId != null ? this.log.find(rootId) : undefined;
+        const counted = gone || frame.seq <= (this.replyAsOf.get(rootId) ?? -1);
+        if (root && counted && root.reply_count > 0) root.reply_count -= 1;
         this.log.skip(frame.seq);
+        this.queue.offer(frame);
+        break;
+      }
+      case "chat.reaction":
+        this.log.react(frame);
         this.queue.offer(frame);
         break;
       default:
         break;
     }
     call(this.options.onFrame, frame);
+  }
+
+  /** Runs `add` (which adds frames read from history) with their reply counts known up to `asOf`. */
+  fromHistory(asOf, add) {
+    this.source = "history";
+    this.historyAsOf = Math.max(asOf ?? 0, this.log.contiguous ?? 0);
+    try {
+      add();
+    } finally {
+      this.source = "live";
+    }
+  }
+
+  /** A frame released to the app: a top-level one notes how far its reply_count is known; a
+   * reply past that adds one to its root's (once: the log releases each id once). */
+  countReply(frame) {
+    if (frame.parent_id == null) {
+      if (this.source === "replay") this.replyAsOf.set(frame.id, null);
+      else if (this.source === "history") this.replyAsOf.set(frame.id, this.historyAsOf);
+      else this.replyAsOf.set(frame.id, Math.max(frame.seq, this.log.contiguous ?? 0));
+      return;
+    }
+    const root = this.log.find(frame.parent_id);
+    const asOf = this.replyAsOf.get(frame.parent_id);
+    if (!root || asOf === undefined || asOf === null || frame.seq <= asOf) return;
+    root.reply_count = (Number(root.reply_count) || 0) + 1;
   }
 
   /** A hole below a held frame that does not fill within holeTimeoutMs is read from history. */
@@ -643,8 +716,10 @@ export class Room extends Socket {
         const after = this.log.contiguous ?? 0;
         if (upTo !== null && after >= upTo) break;
         const page = await this.chat.history(this.slug, { after, limit: HISTORY_PAGE });
-        for (const frame of page) if (upTo === null || frame.seq <= upTo) this.log.add(frame);
         const last = page.length ? page[page.length - 1].seq : null;
+        this.fromHistory(last, () => {
+          for (const frame of page) if (upTo === null || frame.seq <= upTo) this.log.add(frame);
+        });
         if (upTo !== null && (last === null || last >= upTo || page.length < HISTORY_PAGE)) {
           this.log.skipTo(upTo); // what history does not have was deleted
           break;
@@ -661,10 +736,47 @@ export class Room extends Socket {
     this.watchHole();
   }
 
-  /** Sends a message; resolves once with the stored chat.message frame. */
+  /** Sends a message (a thread reply with `parentId`, with uploaded `attachments`); resolves
+   * once with the stored chat.message frame. Other fields of `extra` go into the frame as they are. */
   send(message, extra = {}) {
-    const frame = { type: "message", message, client_id: extra.client_id ?? uuid(), ...extra };
+    const { parentId, attachments, ...fields } = extra;
+    const frame = { type: "message", message, client_id: fields.client_id ?? uuid(), ...fields };
+    if (parentId !== undefined && parentId !== null) frame.parent_id = parentId;
+    if (attachments !== undefined) {
+      // Ids, or the objects upload() answered.
+      frame.attachments = [...attachments].map((a) => (a && typeof a === "object" ? a.id : a));
+    }
     return this.write(frame, (f) => f.type === "chat.message" && f.client_id === frame.client_id);
+  }
+
+  /** Adds the user's `emoji` to message `id`; resolves with the chat.reaction frame that answers
+   * it (also when the user had reacted so already: the server answers the no-op to them alone). */
+  react(id, emoji) {
+    return this.reaction("react", "add", id, emoji);
+  }
+
+  /** Takes the user's `emoji` off message `id`; resolves with the chat.reaction frame. */
+  unreact(id, emoji) {
+    return this.reaction("unreact", "remove", id, emoji);
+  }
+
+  reaction(type, op, id, emoji) {
+    const me = this.username;
+    return this.write(
+      { type, id, emoji },
+      (f) => f.type === "chat.reaction" && f.id === id && f.emoji === emoji && f.op === op && (!me || f.user === me),
+    );
+  }
+
+  /** The replies to message `id` (not the root), oldest first: `after` a seq, at most `limit`. */
+  replies(id, query = {}) {
+    return this.chat.replies(this.slug, id, query);
+  }
+
+  /** Uploads a File or Blob (or bytes, named `name`) to this room; resolves with the
+   * attachment `{id, name, size, content_type, url}` to pass to send(text, {attachments}). */
+  upload(file, name) {
+    return this.chat.upload(this.slug, file, name);
   }
 
   /** Edits a message (author or tenant admin); resolves with the chat.message.edited frame. */
@@ -846,20 +958,22 @@ export class TenantChat {
     return this.access;
   }
 
-  /** A JSON REST call on this tenant host; a 401 gets one token refresh and one retry.
-   * Rejects with TenantChatError {status, body}. */
+  /** A JSON REST call on this tenant host (a FormData body goes as multipart); a 401 gets one
+   * token refresh and one retry. Rejects with TenantChatError {status, body}. */
   async request(path, { method = "GET", body, query, auth = true } = {}) {
     const url = new URL(path, this.baseUrl + "/");
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
     const doFetch = this.options.fetch ?? globalThis.fetch.bind(globalThis);
+    // fetch sets the multipart Content-Type, boundary included, itself.
+    const multipart = typeof FormData !== "undefined" && body instanceof FormData;
     const attempt = async (token) => {
       const headers = { Accept: "application/json" };
-      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (body !== undefined && !multipart) headers["Content-Type"] = "application/json";
       if (token) headers.Authorization = `Bearer ${token}`;
       return doFetch(url.toString(), {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : multipart ? body : JSON.stringify(body),
       });
     };
     let response = await attempt(auth ? await this.accessToken() : null);
@@ -900,6 +1014,44 @@ export class TenantChat {
       if (!body.next) return rooms;
       page += 1;
     }
+  }
+
+  /** The direct-message room of the user and another (`POST /api/dms/`): a user id (number),
+   * a username (string), or `{user_id}` / `{username}`. Resolves with the room object
+   * (`kind: "dm"`); open it with `room(dm.slug)`. */
+  dm(user) {
+    let body;
+    if (typeof user === "number") body = { user_id: user };
+    else if (typeof user === "string") body = { username: user };
+    else if (user && typeof user === "object") body = user;
+    else return Promise.reject(new TypeError("dm(): a user id, a username, or {user_id} / {username}"));
+    return this.request("/api/dms/", { method: "POST", body });
+  }
+
+  /** `GET /api/search/`: the messages the user can read that match `q`, best first, each a
+   * chat.message frame with its `room`; `room` narrows to one room. */
+  async search(q, { room, limit } = {}) {
+    const body = await this.request("/api/search/", { query: { q, room, limit } });
+    return Array.isArray(body) ? body : (body?.results ?? []);
+  }
+
+  /** The replies to message `id` of room `slug`, oldest first (`after` a seq, `limit`). */
+  replies(slug, id, { after, limit } = {}) {
+    const path = `/api/rooms/${encodeURIComponent(slug)}/messages/${encodeURIComponent(id)}/replies/`;
+    return this.request(path, { query: { after, limit } });
+  }
+
+  /** Uploads a file to room `slug` (multipart field `file`): a File or Blob, or bytes / text
+   * with `name`. Resolves with `{id, name, size, content_type, url}`. */
+  upload(slug, file, name) {
+    if (typeof FormData === "undefined" || typeof Blob === "undefined") {
+      return Promise.reject(new TypeError("upload(): this runtime has no FormData / Blob"));
+    }
+    const blob = file instanceof Blob ? file : new Blob([file]);
+    const filename = name ?? (typeof file?.name === "string" && file.name ? file.name : "file");
+    const form = new FormData();
+    form.append("file", blob, filename);
+    return this.request(`/api/rooms/${encodeURIComponent(slug)}/attachments/`, { method: "POST", body: form });
   }
 
   /** `POST /api/rooms/` `{slug, name, is_private}`. */
