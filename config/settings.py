@@ -262,6 +262,9 @@ DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / ".data"))).resolve()
 ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
 ATTACHMENT_URL_TTL = env_int("ATTACHMENT_URL_TTL", 300)  # seconds a signed link works
 ATTACHMENT_MAX_PER_MESSAGE = env_int("ATTACHMENT_MAX_PER_MESSAGE", 10)
+# Uploads never attached to a message are removed after this many hours, by the hourly
+# `chat.sweep_attachments` task of the worker processes (or `manage.py attachments_sweep`).
+ATTACHMENT_UNLINKED_HOURS = env_int("ATTACHMENT_UNLINKED_HOURS", 24)
 if ATTACHMENT_MAX_BYTES < 1 or ATTACHMENT_URL_TTL < 1 or ATTACHMENT_MAX_PER_MESSAGE < 1:
     raise ImproperlyConfigured(
         "ATTACHMENT_MAX_BYTES, ATTACHMENT_URL_TTL and ATTACHMENT_MAX_PER_MESSAGE must be >= 1."

@@ -8,6 +8,7 @@ room (checked in the server's DATA_DIR), and the sweep of old unlinked uploads.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -612,7 +613,10 @@ def test_deleting_a_room_removes_all_its_files(files_server, data_dir, tenant_a,
     assert rows(tenant_a, pk__in=[linked["id"], unlinked["id"]]) == []
 
 
-def test_the_sweep_removes_old_unlinked_uploads_only(files_server, data_dir, tenant_a, make_user):
+@pytest.mark.parametrize("runner", ["command", "task"])
+def test_the_sweep_removes_old_unlinked_uploads_only(
+    files_server, data_dir, tenant_a, make_user, runner
+):
     from django.core.management import call_command
     from django.utils import timezone
 
@@ -652,11 +656,17 @@ def test_the_sweep_removes_old_unlinked_uploads_only(files_server, data_dir, ten
     }
     try:
         with override_settings(STORAGES=stores):
-            blocking(
-                lambda: call_command(
-                    "attachments_sweep", schema=tenant_a.schema_name, stdout=io.StringIO()
+            if runner == "command":
+                blocking(
+                    lambda: call_command(
+                        "attachments_sweep", schema=tenant_a.schema_name, stdout=io.StringIO()
+                    )
                 )
-            )
+            else:  # the worker's hourly Procrastinate task, every tenant
+                from chat.tasks import sweep_attachments
+
+                removed = blocking(lambda: asyncio.run(sweep_attachments.func(timestamp=0)))
+                assert removed >= 1
     finally:
         storages._storages.pop("attachments", None)
     assert rows(tenant_a, pk=old["id"]) == []

@@ -1,7 +1,7 @@
 """`manage.py attachments_sweep [--hours 24] [--schema NAME]`: remove uploads that were never
 attached to a message, older than `--hours`, in every tenant (or one): rows, then files.
-Meant for a periodic job (cron, a Kubernetes CronJob); safe to run on several hosts at once
-(rows being swept elsewhere are skipped)."""
+The worker processes run the same sweep every hour (`chat.sweep_attachments`); safe to run
+on several hosts at once (rows being swept elsewhere are skipped)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.attachments import attachments_sweep
-from tenants.context import run_in_schema
-from tenants.models import Tenant
+from chat.attachments import sweep_tenants
 
 
 class Command(BaseCommand):
@@ -25,13 +23,8 @@ class Command(BaseCommand):
         if options["hours"] < 0:
             raise CommandError("--hours must not be negative.")
         older_than = timedelta(hours=options["hours"])
-        schemas = Tenant.objects.exclude(schema_name="public").order_by("schema_name")
-        if options["schema"]:
-            schemas = schemas.filter(schema_name=options["schema"])
-        total = 0
-        for schema_name in schemas.values_list("schema_name", flat=True):
-            removed = run_in_schema(schema_name, attachments_sweep, older_than=older_than)
-            if removed:
-                self.stdout.write(f"{schema_name}: {removed} removed")
-            total += removed
-        self.stdout.write(f"{total} unlinked attachments removed")
+        removed = sweep_tenants(older_than=older_than, schema_name=options["schema"])
+        for schema_name, count in removed.items():
+            if count:
+                self.stdout.write(f"{schema_name}: {count} removed")
+        self.stdout.write(f"{sum(removed.values())} unlinked attachments removed")
