@@ -70,7 +70,13 @@ EXPECTED_CMD = [
     "--timeout-graceful-shutdown",
     "25",
 ]
-SERVER_SECRETS = {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"}
+SERVER_SECRETS = {
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+}
 WEBSOCKET_TIMEOUT_SECONDS = 3600
 POSTGRES_DEFAULT_MAX_CONNECTIONS = 100
 
@@ -321,6 +327,13 @@ def test_configuration_comes_from_the_configmap_and_the_secret() -> None:
     assert secret["stringData"]["REDIS_URL"].startswith("rediss://")
 
 
+def test_attachments_go_to_a_bucket_since_pods_share_no_disk() -> None:
+    configmap, secret = resource("ConfigMap"), resource("Secret")
+    assert configmap["data"]["S3_BUCKET"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["stringData"])
+    # (the worker, which sweeps unattached uploads, has the same envFrom: tested below)
+
+
 def test_migration_job_runs_migrate_schemas_once() -> None:
     job = resource("Job")
     assert job["spec"]["backoffLimit"] >= 1
@@ -483,6 +496,15 @@ def test_compose_load_balancer_publishes_a_port_and_mounts_nginx_conf() -> None:
     assert lb["depends_on"]["app"]["condition"] == "service_started"
     (listen,) = nginx_directives("listen")
     assert listen["args"] == ["8000"], "the container port that lb publishes"
+
+
+def test_compose_replicas_and_worker_share_one_attachments_volume_at_data_dir() -> None:
+    services = compose()["services"]
+    env = " ".join(args for instruction, args in dockerfile_stages()[-1][1] if instruction == "ENV")
+    assert "DATA_DIR=/data" in env
+    for name in ("app", "worker"):
+        assert "attachments:/data" in services[name]["volumes"], name
+    assert "attachments" in compose()["volumes"]
 
 
 def test_compose_env_file_points_at_the_compose_services() -> None:
