@@ -31,6 +31,12 @@ def rest_write_bucket(tenant: Any, user_id: Any) -> SharedTokenBucket:
     )
 
 
+def search_bucket(schema_name: str, user_id: Any) -> SharedTokenBucket:
+    """Searches the user may run in the tenant (SEARCH_RATE)."""
+    rate, burst = parse_rate(settings.SEARCH_RATE)
+    return SharedTokenBucket(f"search:{schema_name}:{user_id}", rate, burst)
+
+
 def room_create_bucket(schema_name: str, user_id: Any) -> SharedTokenBucket:
     """Rooms the user may create in the tenant (ROOM_CREATE_RATE), by joining or by REST."""
     rate, burst = parse_rate(settings.ROOM_CREATE_RATE)

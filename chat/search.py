@@ -11,25 +11,28 @@ table to scan.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchQueryField, SearchVectorField
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import BooleanField, Expression, Func, Value
 from django.db.models.functions import Cast
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import events, selectors
+from chat.budgets import search_bucket
 from chat.models import ROOM_SLUG_PATTERN, Message, Room
 from chat.serializers import ChatMessageFrameSerializer
 from chat.services import Actor
+from tenants.context import current_schema
 
 SEARCH_CONFIG = "simple"
 QUERY_MAX_CHARS = 200
@@ -107,10 +110,22 @@ def search_sql(
 def search_messages(
     *, actor: Actor, terms: list[str], room: Room | None, limit: int
 ) -> list[Message]:
-    """The messages `search_sql` finds, in its order, with their user and room."""
-    with connection.cursor() as cursor:
-        cursor.execute(*search_sql(actor=actor, terms=terms, room=room, limit=limit))
-        ids = [row[0] for row in cursor.fetchall()]
+    """The messages `search_sql` finds, in its order, with their user and room. PostgreSQL
+    cancels the query after SEARCH_TIMEOUT_MS (SearchTimeout): one broad search never holds
+    a connection and a core for long."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # SET LOCAL: for this transaction only, so the pooled connection goes back as it was.
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true)",
+                [f"{settings.SEARCH_TIMEOUT_MS}ms"],
+            )
+            cursor.execute(*search_sql(actor=actor, terms=terms, room=room, limit=limit))
+            ids = [row[0] for row in cursor.fetchall()]
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        raise SearchTimeout() from None
     # Deleted since the first query: still not found.
     found = (
         Message.objects.filter(deleted_at__isnull=True).select_related("user", "room").in_bulk(ids)
@@ -146,8 +161,19 @@ class SearchQuerySerializer(serializers.Serializer):
         return min(value, settings.CHAT_SEARCH_MAX_LIMIT)
 
 
+class SearchTimeout(APIException):
+    status_code = 503
+    default_code = "search_timeout"
+    default_detail = "The search took too long; add words or name a room."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait = 1  # DRF's handler turns it into Retry-After
+
+
 class SearchView(APIView):
-    """Any signed-in user of the tenant; reads are not throttled (like history)."""
+    """Any signed-in user of the tenant, within the user's search budget (SEARCH_RATE,
+    shared by all pods: 429 with Retry-After past it)."""
 
     @extend_schema(
         parameters=[
@@ -168,6 +194,9 @@ class SearchView(APIView):
         # but `room=` is outside the slug pattern and `limit=` is no number (400s).
         query = SearchQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
+        wait = search_bucket(current_schema(), request.user.pk).take()
+        if wait:  # after validation: a malformed query costs nothing
+            raise Throttled(wait=math.ceil(wait), detail="Too many searches.")
         terms = search_terms(query.validated_data["q"])
         if not terms:
             raise ValidationError({"q": ["No searchable word (letters or digits) in the query."]})

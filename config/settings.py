@@ -243,6 +243,15 @@ CHAT_HISTORY_MAX_LIMIT = 200
 CHAT_SEARCH_DEFAULT_LIMIT = 20
 CHAT_SEARCH_MAX_LIMIT = 100
 # Search ranks only the newest this many matches of a query (0: every match); see chat/search.py.
+# Searches a user may run, shared by all pods (a search can cost 100s of ms of PostgreSQL;
+# history reads are cheap and not limited), and the longest one PostgreSQL runs before it
+# is cancelled (an answer 503 with Retry-After, never a query left running).
+SEARCH_RATE = env_str("SEARCH_RATE", "60/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", SEARCH_RATE):
+    raise ImproperlyConfigured("SEARCH_RATE must look like 60/min (s, min, h or d).")
+SEARCH_TIMEOUT_MS = env_int("SEARCH_TIMEOUT_MS", 5000)
+if SEARCH_TIMEOUT_MS < 1:
+    raise ImproperlyConfigured("SEARCH_TIMEOUT_MS must be 1 or more.")
 CHAT_SEARCH_RANK_WINDOW = env_int("CHAT_SEARCH_RANK_WINDOW", 10_000)
 if CHAT_SEARCH_RANK_WINDOW < 0:
     raise ImproperlyConfigured("CHAT_SEARCH_RANK_WINDOW must be 0 or more.")
@@ -312,6 +321,11 @@ WEBHOOK_RETRY_SCHEDULE = [
 ]
 if any(v < 0 for v in WEBHOOK_RETRY_SCHEDULE):
     raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE: comma-separated non-negative seconds.")
+# Finished deliveries (delivered or failed) are kept this many days in the delivery log,
+# then removed by the workers' hourly `integrations.remove_old_deliveries` task.
+WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
+if WEBHOOK_DELIVERY_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("WEBHOOK_DELIVERY_RETENTION_DAYS must be 1 or more.")
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)  # an attempt without a 2xx by then fails
 # Development only: webhooks may point at loopback, private and link-local addresses.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)

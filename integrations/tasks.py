@@ -22,6 +22,7 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_tenants.utils import get_public_schema_name
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
@@ -203,3 +204,41 @@ async def remove_old_jobs(context: JobContext, timestamp: int) -> None:
     await context.app.job_manager.delete_old_jobs(
         nb_hours=24, include_failed=True, include_cancelled=True, include_aborted=True
     )
+
+
+def _remove_finished_deliveries(older_than: timedelta) -> int:
+    """Delivered and failed deliveries of the current schema older than `older_than`; pending
+    ones stay whatever their age (their retries are still to come)."""
+    from integrations.models import Delivery
+
+    deleted, _ = (
+        Delivery.objects.filter(created_at__lt=timezone.now() - older_than)
+        .exclude(state=Delivery.State.PENDING)
+        .delete()
+    )
+    return deleted
+
+
+def _tenant_schemas() -> list[str]:
+    from tenants.models import Tenant
+
+    return list(
+        Tenant.objects.exclude(schema_name=get_public_schema_name())
+        .order_by("schema_name")
+        .values_list("schema_name", flat=True)
+    )
+
+
+@app.periodic(cron="23 * * * *")
+@app.task(name="integrations.remove_old_deliveries", queueing_lock="remove_old_deliveries")
+async def remove_old_deliveries(timestamp: int) -> int:
+    """Every hour, in every tenant: the delivery log keeps finished deliveries
+    WEBHOOK_DELIVERY_RETENTION_DAYS days (the contract's "every delivery" is the log of that
+    window). Returns how many went."""
+    older_than = timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS)
+    removed = 0
+    for schema_name in await in_schema(get_public_schema_name(), _tenant_schemas):
+        removed += await in_schema(schema_name, _remove_finished_deliveries, older_than)
+    if removed:
+        logger.info("removed %d finished webhook deliveries", removed)
+    return removed

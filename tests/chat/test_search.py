@@ -387,3 +387,52 @@ def test_the_search_query_uses_the_gin_index(make_tenant):
     for plan in blocking(lambda: run_in_schema(tenant.schema_name, plans)):
         assert "chat_message_search_gin" in plan, plan
         assert "Seq Scan on chat_message" not in plan, plan
+
+
+# --- budget and timeout ----------------------------------------------------------------------
+
+
+def test_searches_past_the_users_budget_are_429_and_other_users_still_search(
+    server_factory, tenant_a
+):
+    server = server_factory(SEARCH_RATE="3/min")
+    alice, bob = make_user_in(tenant_a), make_user_in(tenant_a)
+    tag = new_tag()
+    assert search(server, alice, q="").status_code == 400  # refused input costs no token
+    answers = [search(server, alice, q=tag) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert search(server, bob, q=tag).status_code == 200
+
+
+def test_a_search_over_the_timeout_is_cancelled_503_and_the_server_goes_on(
+    server_factory, tenant_a
+):
+    server = server_factory(SEARCH_TIMEOUT_MS="1")
+    alice = make_user_in(tenant_a)
+    tag = new_tag()
+    # 30,000 matches to rank: far more than 1 ms of work.
+    insert_rows(tenant_a, unique("slow_"), alice, 30_000, f"'{tag} ' || i")
+    slow = search(server, alice, q=tag)
+    assert slow.status_code == 503, slow.text
+    assert "took too long" in slow.json()["detail"]
+    assert int(slow.headers["Retry-After"]) >= 1
+    assert search(server, alice, q=new_tag()).status_code in (200, 503)  # still answering
+
+    # In this process: the timeout is the transaction's own, not left on the connection.
+    from django.db import connection
+    from django.test import override_settings
+
+    from chat.search import SearchTimeout, search_messages, search_terms
+    from chat.services import Actor
+    from tenants.context import run_in_schema
+
+    def run() -> str:
+        actor = Actor(id=alice.id, username=alice.username, is_admin=False)
+        with override_settings(SEARCH_TIMEOUT_MS=1), pytest.raises(SearchTimeout):
+            search_messages(actor=actor, terms=search_terms(tag), room=None, limit=20)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            return cursor.fetchone()[0]
+
+    assert blocking(lambda: run_in_schema(tenant_a.schema_name, run)) == "0"

@@ -204,7 +204,13 @@ def tenant_target(
         host=tenant.domain,
         token=token,
         admin_id=admin.id,
-        existing={"slug": room, "user_id": member.id, "id": plain.id},
+        # `message_id`: the seed message, so threads and reactions get past their 404 too.
+        existing={
+            "slug": room,
+            "user_id": member.id,
+            "id": plain.id,
+            "message_id": sent.json()["id"],
+        },
     )
 
 
@@ -244,7 +250,13 @@ def test_tenant_api_on_existing_objects_answers_no_5xx_and_matches_its_document(
     failures = fuzz(served_document(tenant_target), tenant_target, pin=True, skip=deletes_the_room)
     assert_no_failures(failures, tenant_target)
     reached = tenant_target.successes()
-    for label in ("PATCH /api/rooms/{slug}/", "GET /api/rooms/{slug}/messages/"):
+    for label in (
+        "PATCH /api/rooms/{slug}/",
+        "GET /api/rooms/{slug}/messages/",
+        "GET /api/rooms/{slug}/messages/{message_id}/replies/",
+        "POST /api/rooms/{slug}/messages/{message_id}/reactions/",
+        "POST /api/rooms/{slug}/attachments/",
+    ):
         assert label in reached, f"{label} never answered 2xx on the pinned room"
 
 

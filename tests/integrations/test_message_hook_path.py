@@ -85,3 +85,49 @@ def test_a_message_records_its_event_exactly_when_an_active_webhook_wants_it(mak
         ),
     )
     assert seqs == list(range(1, 7))  # gap-free whichever way each one went
+
+
+def test_finished_deliveries_leave_the_log_after_the_retention_and_pending_ones_stay(
+    make_tenant,
+):
+    import asyncio
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.models import Delivery, Webhook
+    from integrations.tasks import remove_old_deliveries
+    from tests.conftest import blocking
+
+    tenant = make_tenant()
+
+    def seed() -> dict[str, int]:
+        hook = Webhook.objects.create(url="https://hooks.example.com/r", events=["*"], secret="s")
+        made = {}
+        for name, state, days in [
+            ("old_delivered", "delivered", 40),
+            ("old_failed", "failed", 31),
+            ("old_pending", "pending", 40),
+            ("new_delivered", "delivered", 2),
+        ]:
+            row = Delivery.objects.create(
+                webhook=hook,
+                event="message.created",
+                message_id=unique("msg_"),
+                body="{}",
+                state=state,
+            )
+            Delivery.objects.filter(pk=row.pk).update(
+                created_at=timezone.now() - timedelta(days=days)
+            )
+            made[name] = row.pk
+        return made
+
+    made = in_tenant(tenant, seed)
+    removed = blocking(lambda: asyncio.run(remove_old_deliveries.func(timestamp=0)))
+    assert removed >= 2
+    left = in_tenant(
+        tenant,
+        lambda: set(Delivery.objects.filter(pk__in=made.values()).values_list("pk", flat=True)),
+    )
+    assert left == {made["old_pending"], made["new_delivered"]}
