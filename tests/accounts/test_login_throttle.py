@@ -93,6 +93,22 @@ def test_the_count_is_shared_by_two_server_processes(server_factory, tenant_a):
     assert "Retry-After" in response.headers
 
 
+def test_parallel_attempts_cannot_outrun_the_budget(server_factory, tenant_a):
+    """Forty guesses at once, on four processes: only the budget's three check the password."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    servers = [server_factory(LOGIN_THROTTLE_RATE=RATE) for _ in range(4)]
+    user = make_user_in(tenant_a)
+    with ThreadPoolExecutor(40) as pool:
+        codes = list(
+            pool.map(
+                lambda i: wrong_password(servers[i % 4], tenant_a, user.username).status_code,
+                range(40),
+            )
+        )
+    assert sorted(codes) == [401] * ATTEMPTS + [429] * (40 - ATTEMPTS), codes
+
+
 # --- the name as authentication sees it ---------------------------------------------------
 
 
