@@ -37,7 +37,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.http import content_disposition_header
-from django_tenants.utils import get_public_schema_name
 
 from chat.models import Attachment, Room
 from chat.protocol import ErrorCode
@@ -353,12 +352,9 @@ def attachments_sweep(*, older_than: timedelta) -> int:
 
 def sweep_tenants(*, older_than: timedelta, schema_name: str | None = None) -> dict[str, int]:
     """`attachments_sweep` in every tenant's schema (or one): {schema: number removed}."""
-    from tenants.models import Tenant
+    from tenants.selectors import tenant_schema_names
 
-    schemas = Tenant.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name")
+    names = tenant_schema_names()
     if schema_name is not None:
-        schemas = schemas.filter(schema_name=schema_name)
-    return {
-        name: run_in_schema(name, attachments_sweep, older_than=older_than)
-        for name in schemas.values_list("schema_name", flat=True)
-    }
+        names = [name for name in names if name == schema_name]
+    return {name: run_in_schema(name, attachments_sweep, older_than=older_than) for name in names}

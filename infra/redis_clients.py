@@ -27,6 +27,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.driver_info import DriverInfo
 
 REDIS_TIMEOUT = 2.0
 ASYNC_MAX_CONNECTIONS = 100  # per event loop, for budgets and caches
@@ -140,7 +141,7 @@ _LIB_VERSION = redis.__version__
 
 
 def _with_lib_version(options: dict[str, Any]) -> dict[str, Any]:
-    return {"lib_version": _LIB_VERSION, **options}
+    return {"driver_info": DriverInfo(lib_version=_LIB_VERSION), **options}
 
 
 def sync_pool(target: RedisTarget | None = None, **options: Any) -> redis.ConnectionPool:

@@ -29,6 +29,7 @@ from procrastinate.contrib.django import app
 from infra.metrics import WEBHOOK_DELIVERIES
 from integrations import webhooks
 from tenants.context import in_schema
+from tenants.selectors import tenant_schema_names
 
 logger = logging.getLogger(__name__)
 
@@ -219,16 +220,6 @@ def _remove_finished_deliveries(older_than: timedelta) -> int:
     return deleted
 
 
-def _tenant_schemas() -> list[str]:
-    from tenants.models import Tenant
-
-    return list(
-        Tenant.objects.exclude(schema_name=get_public_schema_name())
-        .order_by("schema_name")
-        .values_list("schema_name", flat=True)
-    )
-
-
 @app.periodic(cron="23 * * * *")
 @app.task(name="integrations.remove_old_deliveries", queueing_lock="remove_old_deliveries")
 async def remove_old_deliveries(timestamp: int) -> int:
@@ -237,7 +228,7 @@ async def remove_old_deliveries(timestamp: int) -> int:
     window). Returns how many went."""
     older_than = timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS)
     removed = 0
-    for schema_name in await in_schema(get_public_schema_name(), _tenant_schemas):
+    for schema_name in await in_schema(get_public_schema_name(), tenant_schema_names):
         removed += await in_schema(schema_name, _remove_finished_deliveries, older_than)
     if removed:
         logger.info("removed %d finished webhook deliveries", removed)

@@ -29,3 +29,15 @@ def active_tenant_for_host(hostname: str) -> Tenant | None:
     return (
         Tenant.objects.filter(domains__domain=hostname, is_active=True).only(*TENANT_FIELDS).first()
     )
+
+
+def tenant_schema_names() -> list[str]:
+    """Every tenant's schema (active or not), in order; the public schema is not a tenant.
+    Public schema."""
+    from django_tenants.utils import get_public_schema_name
+
+    return list(
+        Tenant.objects.exclude(schema_name=get_public_schema_name())
+        .order_by("schema_name")
+        .values_list("schema_name", flat=True)
+    )
