@@ -737,3 +737,42 @@ def test_two_messages_racing_for_one_upload_link_it_once(files_server, tenant_a,
         answers = sorted(pool.map(send, range(4)))
     assert answers == [201, 400, 400, 400]
     assert room_state(tenant_a, slug) == (1, 1)
+
+
+def test_two_tenants_uploading_at_once_keep_to_their_own_prefix_and_links(
+    files_server, data_dir, tenant_a, tenant_b, make_user
+):
+    """The storage key's schema and the link's salt come from the request's tenant: under
+    concurrent uploads of two tenants on one server (several request threads), every file
+    lands under its own tenant's prefix and its link works on that tenant's host only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = {t.schema_name: make_user(t) for t in (tenant_a, tenant_b)}
+    tenants = {t.schema_name: t for t in (tenant_a, tenant_b)}
+    slugs = {}
+    for schema, user in users.items():
+        with api(files_server, user) as client:
+            slugs[schema] = create_room(client)
+
+    def upload_many(job: tuple[str, int]) -> tuple[str, list[dict[str, Any]]]:
+        schema, part = job
+        with api(files_server, users[schema]) as client:
+            return schema, [
+                uploaded(client, slugs[schema], PNG + schema.encode() + bytes([part, i]))
+                for i in range(4)
+            ]
+
+    # Two uploaders per tenant, four requests in flight, the tenants interleaved.
+    jobs = [(schema, part) for part in range(2) for schema in users]
+    results: dict[str, list[dict[str, Any]]] = {schema: [] for schema in users}
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for schema, bodies in pool.map(upload_many, jobs):
+            results[schema] += bodies
+    for schema, bodies in results.items():
+        other = next(s for s in tenants if s != schema)
+        keys = {row["storage_key"] for row in rows(tenants[schema], uploader_id=users[schema].id)}
+        assert len(keys) == 8 and all(key.startswith(f"{schema}/") for key in keys), keys
+        assert keys <= stored_files(data_dir)
+        for body in bodies[:3]:
+            assert fetch(files_server, tenants[schema], body["url"]).status_code == 200
+            assert fetch(files_server, tenants[other], body["url"]).status_code in (403, 404)
