@@ -24,6 +24,24 @@ from tests.support import TIMEOUT, ws_connect
 
 Frame = dict[str, Any]
 
+# Every field of a `chat.message` frame (PROTOCOL.md sections 3 and 6; `reply_count` on
+# top-level messages, which are the ones the tests compare).
+CHAT_MESSAGE_FIELDS = {
+    "type",
+    "id",
+    "seq",
+    "room",
+    "user",
+    "message",
+    "client_id",
+    "created_at",
+    "edited_at",
+    "parent_id",
+    "reply_count",
+    "reactions",
+    "attachments",
+}
+
 
 def room_path(slug: str, token: str, since: int | str | None = None) -> str:
     path = f"/ws/chat/{slug}/?token={token}"
@@ -135,6 +153,21 @@ async def ping_pong(ws: Any, timeout: float = TIMEOUT) -> list[Frame]:
     """The socket answers a `ping`; returns the frames read up to the `pong`."""
     await send(ws, {"type": "ping"})
     return await frames_until(ws, of_type("pong"), timeout)
+
+
+async def error_of(ws: Any) -> Frame:
+    """The next error frame; it names a code and says why."""
+    frame = (await frames_until(ws, of_type("error")))[-1]
+    assert isinstance(frame.get("detail"), str) and frame["detail"], frame
+    return frame
+
+
+async def assert_refused(ws: Any, frame: Frame, code: str) -> None:
+    """`frame` is answered with error `code`, and the socket keeps working afterwards."""
+    await send(ws, frame)
+    error = await error_of(ws)
+    assert error["code"] == code, error
+    await ping_pong(ws)
 
 
 async def close_code(ws: Any, timeout: float = TIMEOUT) -> int | None:

@@ -15,24 +15,10 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, TenantInfo, UserInfo, blocking, tokens_for, unique
+from tests.realtime_helpers import CHAT_MESSAGE_FIELDS
 from tests.support import TIMEOUT, ws_connect, ws_receive_type
 
 ROOM_FIELDS = {"slug", "name", "is_private", "created_at", "unread_count", "kind"}
-CHAT_MESSAGE_FIELDS = {
-    "type",
-    "id",
-    "seq",
-    "room",
-    "user",
-    "message",
-    "client_id",
-    "created_at",
-    "edited_at",
-    "parent_id",
-    "reply_count",
-    "reactions",
-    "attachments",
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------

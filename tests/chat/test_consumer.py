@@ -15,24 +15,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import TenantInfo, UserInfo, blocking, tokens_for, unique
+from tests.realtime_helpers import CHAT_MESSAGE_FIELDS
 from tests.support import TIMEOUT, communicator, connect_expect_close, receive_type
-
-CHAT_MESSAGE_FIELDS = {
-    "type",
-    "id",
-    "seq",
-    "room",
-    "user",
-    "message",
-    "client_id",
-    "created_at",
-    "edited_at",
-    "parent_id",
-    "reply_count",
-    "reactions",
-    "attachments",
-}
-
 
 # --- helpers ---------------------------------------------------------------------------------
 

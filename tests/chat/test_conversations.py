@@ -15,8 +15,8 @@ import pytest
 from tests.api_helpers import assert_field_error, assert_paginated, http
 from tests.conftest import LiveServer, TenantInfo, UserInfo, make_user_in, tokens_for, unique
 from tests.realtime_helpers import (
-    Frame,
     Sockets,
+    assert_refused,
     close_code,
     fence,
     frames_until,
@@ -60,19 +60,6 @@ def message_row(tenant: TenantInfo, message_id: int) -> dict[str, Any] | None:
             .first()
         ),
     )
-
-
-async def error_of(ws: Any) -> Frame:
-    frame = (await frames_until(ws, of_type("error")))[-1]
-    assert isinstance(frame.get("detail"), str) and frame["detail"], frame
-    return frame
-
-
-async def assert_refused(ws: Any, frame: dict[str, Any], code: str) -> None:
-    await send(ws, frame)
-    error = await error_of(ws)
-    assert error["code"] == code, error
-    await ping_pong(ws)  # the socket stays open
 
 
 # --- direct messages -------------------------------------------------------------------------

@@ -12,8 +12,11 @@ import pytest
 
 from tests.conftest import LiveServer, UserInfo, make_user_in, unique
 from tests.realtime_helpers import (
+    CHAT_MESSAGE_FIELDS,
     Frame,
     Sockets,
+    assert_refused,
+    error_of,
     fence,
     frames_until,
     insert_messages,
@@ -27,37 +30,7 @@ from tests.realtime_helpers import (
     types,
 )
 
-CHAT_MESSAGE_FIELDS = {
-    "type",
-    "id",
-    "seq",
-    "room",
-    "user",
-    "message",
-    "client_id",
-    "created_at",
-    "edited_at",
-    "parent_id",
-    "reply_count",
-    "reactions",
-    "attachments",
-}
 MISSING = object()
-
-
-async def error_of(ws: Any) -> Frame:
-    """The next error frame; it names a code and says why."""
-    frame = (await frames_until(ws, of_type("error")))[-1]
-    assert isinstance(frame.get("detail"), str) and frame["detail"], frame
-    return frame
-
-
-async def assert_refused(ws: Any, frame: dict[str, Any], code: str) -> None:
-    """`frame` is answered with error `code`, and the socket keeps working afterwards."""
-    await send(ws, frame)
-    error = await error_of(ws)
-    assert error["code"] == code, error
-    await ping_pong(ws)
 
 
 def read_frame(user: UserInfo, seq: int) -> Frame:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.conftest import LiveServer, UserInfo, make_user_in, unique
 from tests.realtime_helpers import (
+    CHAT_MESSAGE_FIELDS,
     Frame,
     Sockets,
     frames_during,
@@ -25,21 +26,6 @@ from tests.realtime_helpers import (
     types,
 )
 
-CHAT_MESSAGE_FIELDS = {
-    "type",
-    "id",
-    "seq",
-    "room",
-    "user",
-    "message",
-    "client_id",
-    "created_at",
-    "edited_at",
-    "parent_id",
-    "reply_count",
-    "reactions",
-    "attachments",
-}
 REPLAY_LIMIT = 1000
 
 

@@ -25,23 +25,7 @@ from tests.conftest import (
     tokens_for,
     unique,
 )
-
-CHAT_MESSAGE_FIELDS = {
-    "type",
-    "id",
-    "seq",
-    "room",
-    "user",
-    "message",
-    "client_id",
-    "created_at",
-    "edited_at",
-    "parent_id",
-    "reply_count",
-    "reactions",
-    "attachments",
-}
-
+from tests.realtime_helpers import CHAT_MESSAGE_FIELDS
 
 # --- helpers ---------------------------------------------------------------------------------
 
