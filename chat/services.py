@@ -735,7 +735,7 @@ def clean_emoji(value: Any) -> str:
 
 
 def _react(
-    room_id: int, message_id: int, actor: Actor, emoji: str, add: bool
+    room: RoomRef, message_id: int, actor: Actor, emoji: str, add: bool
 ) -> tuple[int, dict[str, int], bool]:
     """Add or remove the user's emoji on a live message of the room, under the message row's
     lock (so `reactions` stays exact under concurrent reactions, on any process). Returns
@@ -744,7 +744,7 @@ def _react(
     with transaction.atomic():
         row = (
             Message.objects.select_for_update(of=("self",))
-            .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
+            .filter(pk=message_id, room_id=room.id, deleted_at__isnull=True)
             .annotate(
                 actor_active=Exists(get_user_model().objects.filter(pk=actor.id, is_active=True))
             )
@@ -789,11 +789,10 @@ def _react(
                     counts.pop(emoji, None)
         if changed:
             Message.objects.filter(pk=message_id).update(reactions=counts)
-            slug = Room.objects.values_list("slug", flat=True).get(pk=room_id)
             webhooks.record(
                 "reaction.added" if add else "reaction.removed",
                 {
-                    "room": slug,
+                    "room": room.slug,
                     "message_id": message_id,
                     "user": actor.username,
                     "emoji": emoji,
@@ -814,7 +813,7 @@ async def reaction_set(
     (no live message of that id in the room) or UNAUTHORIZED (user deactivated)."""
     target = _message_id(message_id)
     mark = clean_emoji(emoji)
-    seq, counts, changed = await in_schema(schema_name, _react, room.id, target, actor, mark, add)
+    seq, counts, changed = await in_schema(schema_name, _react, room, target, actor, mark, add)
     frame = events.reaction(
         message_id=target,
         seq=seq,
@@ -855,8 +854,8 @@ def _dm_open(actor: Actor, other_id: int | None, other_username: str | None) -> 
     found = Room.objects.filter(dm_key=key).first()
     if found is not None:
         return found, False
-    names = dict(users.filter(pk__in=[low, high]).values_list("pk", "username"))
-    name = f"{names.get(low, low)}, {names.get(high, high)}"[:200]
+    names = {actor.id: actor.username, other.pk: other.get_username()}
+    name = f"{names[low]}, {names[high]}"[:200]
     slug = f"{DM_SLUG_PREFIX}{low}-{high}"
     for attempt in range(3):
         try:
