@@ -100,6 +100,9 @@ _db.setdefault("OPTIONS", {})["pool"] = {
     "max_idle": env_float("DB_POOL_MAX_IDLE", 600.0),
 }
 _db["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
+# The name this process's connections carry in pg_stat_activity, so an operator (or a test
+# run near max_connections) can see which pods and workers hold the database's slots.
+_db["OPTIONS"]["application_name"] = env_str("DB_APPLICATION_NAME", "tenantchat")
 # The pool checks a connection before handing it out (psycopg_pool's check_connection), so
 # one that PostgreSQL ended while it sat in the pool (restart, idle timeout) is replaced.
 _db["CONN_HEALTH_CHECKS"] = True

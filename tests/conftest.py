@@ -46,6 +46,9 @@ TEST_DATABASE_URL = _test_database_url()
 # Redis is shared too: channel-layer groups, presence and throttle counts of this run carry
 # their own prefix, so another run's kicks or presence can never reach this run's sockets.
 TEST_REDIS_PREFIX = f"tc{os.getpid()}"
+# Every process of this run names its PostgreSQL connections (pg_stat_activity's
+# application_name), so the run's use of max_connections can be read per process.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def _maintenance(url: str, *statements: str) -> None:
@@ -82,10 +85,12 @@ def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     settings.CACHES["default"]["KEY_PREFIX"] = TEST_REDIS_PREFIX
     test_name = urlsplit(TEST_DATABASE_URL).path.lstrip("/")
     settings.DATABASES["default"]["NAME"] = test_name
+    settings.DATABASES["default"]["OPTIONS"]["application_name"] = f"tc-{XDIST_WORKER}-tests"
     for conn in connections.all():
         conn.close()
         conn.close_pool()  # a pool opened before now would still point at the old database
         conn.settings_dict["NAME"] = test_name
+        conn.settings_dict["OPTIONS"]["application_name"] = f"tc-{XDIST_WORKER}-tests"
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         from tenants.services import tenant_ensure
@@ -300,6 +305,7 @@ def server_env(**overrides: str) -> dict[str, str]:
         DB_POOL_MIN="1",
         DB_POOL_MAX="14",
         DB_POOL_MAX_IDLE="10",
+        DB_APPLICATION_NAME=f"tc-{XDIST_WORKER}-child",
     )
     env.update(overrides)
     return env
@@ -339,6 +345,7 @@ def start_server(tmp_dir: Path, *, port: int | None = None, **env: str) -> LiveS
     """One real uvicorn process (a pod), started the way the contract says; on `port` to
     start one again where a stopped one was (clients reconnect to the same URL)."""
     port = port or free_port()
+    env = {"DB_APPLICATION_NAME": f"tc-{XDIST_WORKER}-uvicorn-{port}", **env}
     log_path = tmp_dir / f"uvicorn-{port}.log"
     log = log_path.open("ab")
     process = subprocess.Popen(
