@@ -274,6 +274,11 @@ ATTACHMENT_MAX_PER_MESSAGE = env_int("ATTACHMENT_MAX_PER_MESSAGE", 10)
 # Uploads never attached to a message are removed after this many hours, by the hourly
 # `chat.sweep_attachments` task of the worker processes (or `manage.py attachments_sweep`).
 ATTACHMENT_UNLINKED_HOURS = env_int("ATTACHMENT_UNLINKED_HOURS", 24)
+# Bytes of attachments one tenant may keep (unlinked uploads included); a tenant's own
+# `attachment_quota_bytes` (platform API) replaces it. An upload past it is a 413.
+ATTACHMENT_TENANT_QUOTA_BYTES = env_int("ATTACHMENT_TENANT_QUOTA_BYTES", 1024**3)
+if ATTACHMENT_TENANT_QUOTA_BYTES < 0:
+    raise ImproperlyConfigured("ATTACHMENT_TENANT_QUOTA_BYTES must be 0 or more.")
 if ATTACHMENT_MAX_BYTES < 1 or ATTACHMENT_URL_TTL < 1 or ATTACHMENT_MAX_PER_MESSAGE < 1:
     raise ImproperlyConfigured(
         "ATTACHMENT_MAX_BYTES, ATTACHMENT_URL_TTL and ATTACHMENT_MAX_PER_MESSAGE must be >= 1."
