@@ -238,6 +238,11 @@ WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 ROOM_CREATE_RATE = env_str("ROOM_CREATE_RATE", "10/min")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE):
     raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
+# Users a tenant's backend may create (first use of an external id, through a server token
+# or a token it signed itself), per tenant and shared by all processes; same syntax.
+USER_CREATE_RATE = env_str("USER_CREATE_RATE", "600/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", USER_CREATE_RATE):
+    raise ImproperlyConfigured("USER_CREATE_RATE must look like 600/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
 CHAT_SEARCH_DEFAULT_LIMIT = 20
