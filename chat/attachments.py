@@ -20,9 +20,9 @@ PostgreSQL serializes concurrent uploads of a tenant on that row lock and re-che
 condition against the committed value, so uploads on any number of pods cannot together pass
 the quota, and the counter is the sum of the rows' sizes at every commit. An upload inserts
 (and counts) its row BEFORE writing the file, so nothing is written past the quota, and a
-process killed mid-upload leaves a counted, unlinked row that the sweep removes. Locks are
-always taken room -> attachment rows -> tenant row (upload, message and room delete, sweep),
-so these paths never deadlock each other.
+process killed mid-upload leaves a counted, unlinked row that the sweep removes. The tenant
+row is always the last lock a path takes (upload: room key, its row, tenant; message and room
+delete, sweep: attachment rows, tenant), so the counter adds no lock cycle.
 """
 
 from __future__ import annotations
