@@ -11,6 +11,18 @@ JWT: locally `/api/attachments/<id>/?exp=<unix>&sig=<hmac>`, signed with SECRET_
 salted with the tenant's schema and the attachment id (a link of one tenant fails on every
 other tenant's host); on S3 a presigned GET. Both expire after ATTACHMENT_URL_TTL seconds,
 and are handed only to readers of the room: each frame and each history page signs afresh.
+
+Each tenant's attachments share one storage quota (ATTACHMENT_TENANT_QUOTA_BYTES, or the
+tenant's own `attachment_quota_bytes`), counted in `Tenant.attachment_bytes_used` (public
+schema). The counter moves only in the transaction that inserts or deletes attachment rows,
+and grows only by a conditional `UPDATE ... WHERE used + size <= quota` of the tenant's row:
+PostgreSQL serializes concurrent uploads of a tenant on that row lock and re-checks the
+condition against the committed value, so uploads on any number of pods cannot together pass
+the quota, and the counter is the sum of the rows' sizes at every commit. An upload inserts
+(and counts) its row BEFORE writing the file, so nothing is written past the quota, and a
+process killed mid-upload leaves a counted, unlinked row that the sweep removes. The tenant
+row is always the last lock a path takes (upload: room key, its row, tenant; message and room
+delete, sweep: attachment rows, tenant), so the counter adds no lock cycle.
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.files.uploadedfile import UploadedFile
 from django.core.signing import Signer
 from django.db import IntegrityError, transaction
+from django.db.models import F, PositiveBigIntegerField, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -65,6 +79,10 @@ class AttachmentRefused(ChatError):
 
 class AttachmentTooLarge(ChatError):
     """An upload over ATTACHMENT_MAX_BYTES: 413 naming `file`."""
+
+
+class AttachmentQuotaExceeded(AttachmentTooLarge):
+    """An upload that would pass the tenant's storage quota: 413 naming `file`."""
 
 
 def attachment_storage() -> Storage:
@@ -212,10 +230,13 @@ def attachment_upload(
     *, schema_name: str, actor: Actor, room: Room, upload: UploadedFile
 ) -> dict[str, Any]:
     """Store an uploaded file of a room (the caller checked that the actor may read it) and
-    answer its object. The type is sniffed from the bytes. The file is written first and
-    removed again if its row cannot be stored (the room deleted meanwhile: not_found).
+    answer its object. The type is sniffed from the bytes.
 
-    Raises AttachmentTooLarge past ATTACHMENT_MAX_BYTES."""
+    The row is inserted and counted against the tenant's quota first (nothing is written if
+    the quota refuses it), then the file is written; if writing fails, or the room was
+    deleted meanwhile, row and file go again. Raises AttachmentTooLarge past
+    ATTACHMENT_MAX_BYTES, AttachmentQuotaExceeded past the tenant's quota, ChatError
+    not_found if the room is gone."""
     size = int(upload.size or 0)
     limit = settings.ATTACHMENT_MAX_BYTES
     if size > limit:
@@ -223,12 +244,13 @@ def attachment_upload(
     name = clean_file_name(upload.name)
     content_type = sniff_content_type(upload)
     upload.content_type = content_type  # what S3 stores as the object's type
-    storage = attachment_storage()
-    key = storage.save(storage_key(schema_name, room.pk, name), upload)
+    key = storage_key(schema_name, room.pk, name)
 
-    def create() -> Attachment:
+    def reserve() -> Attachment:
         with transaction.atomic():
-            return Attachment.objects.create(
+            # The row first (its foreign key waits for a room delete in progress), the
+            # tenant's counter last: the lock order of every path here.
+            attachment = Attachment.objects.create(
                 room_id=room.pk,
                 uploader_id=actor.id,
                 name=name,
@@ -236,16 +258,100 @@ def attachment_upload(
                 content_type=content_type,
                 storage_key=key,
             )
+            if not _usage_add(schema_name, size):
+                raise AttachmentQuotaExceeded(
+                    ErrorCode.INVALID_FRAME, "The tenant's storage quota is used up."
+                )
+            return attachment
 
     try:
-        attachment = run_in_schema(schema_name, create)
-    except IntegrityError:  # the room is gone (foreign key): keep no file of it
-        _remove_files([key])
+        attachment = run_in_schema(schema_name, reserve)
+    except IntegrityError:  # the room is gone (foreign key): nothing stored
         raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
+    try:
+        stored = attachment_storage().save(key, upload)
     except BaseException:
+        run_in_schema(schema_name, _attachment_forget, attachment.pk)
         _remove_files([key])
         raise
+    if stored != key:  # the storage chose another name (never with a random part, but...)
+        attachment.storage_key = stored
+        run_in_schema(
+            schema_name, Attachment.objects.filter(pk=attachment.pk).update, storage_key=stored
+        )
+    # A room deleted while the file was written removed the row (and found no file yet):
+    # this file is then nobody's. Checked after the write, so one of the two removes it.
+    if not run_in_schema(schema_name, Attachment.objects.filter(pk=attachment.pk).exists):
+        _remove_files([stored])
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
     return attachment_object(schema_name, attachment)
+
+
+# --- the tenant's storage quota ------------------------------------------------------------
+
+
+def _tenant_row(schema_name: str) -> Any:
+    from tenants.models import Tenant  # the public schema's table, on the search path
+
+    return Tenant.objects.filter(schema_name=schema_name)
+
+
+def _usage_add(schema_name: str, size: int) -> bool:
+    """Count `size` more bytes for the tenant if its quota allows them (one conditional
+    UPDATE of its row, which holds the row lock until the caller's transaction ends)."""
+    quota = Coalesce(
+        F("attachment_quota_bytes"),
+        Value(settings.ATTACHMENT_TENANT_QUOTA_BYTES, output_field=PositiveBigIntegerField()),
+    )
+    counted = (
+        _tenant_row(schema_name)
+        .filter(attachment_bytes_used__lte=quota - size)
+        .update(attachment_bytes_used=F("attachment_bytes_used") + size)
+    )
+    return bool(counted)
+
+
+def _usage_release(schema_name: str, size: int) -> None:
+    """Count `size` bytes less for the tenant; inside the transaction that deletes the rows."""
+    if size:
+        _tenant_row(schema_name).update(
+            attachment_bytes_used=Greatest(
+                F("attachment_bytes_used") - size, Value(0), output_field=PositiveBigIntegerField()
+            )
+        )
+
+
+def _delete_rows(rows: Any) -> list[str]:
+    """Delete attachment rows (locking them first, so that a concurrent delete of the same
+    rows counts them once) and release their bytes; in the caller's transaction. Their
+    storage keys."""
+    found = list(rows.select_for_update().values_list("pk", "size", "storage_key"))
+    if not found:
+        return []
+    Attachment.objects.filter(pk__in=[pk for pk, _, _ in found]).delete()
+    _usage_release(current_schema(), sum(size for _, size, _ in found))
+    return [key for _, _, key in found]
+
+
+def _attachment_forget(attachment_id: int) -> None:
+    """An upload whose file could not be written: its row goes, its bytes are released."""
+    with transaction.atomic():
+        _delete_rows(Attachment.objects.filter(pk=attachment_id))
+
+
+def attachment_usage_recount(schema_name: str) -> int:
+    """Set the tenant's counter to the sizes of its attachment rows (a repair: the counter
+    is kept exact by the paths above). Under the tenant row's lock, so an upload or delete
+    in flight counts its own rows after this; the bytes now counted."""
+
+    def recount() -> int:
+        with transaction.atomic():
+            list(_tenant_row(schema_name).select_for_update().values_list("pk", flat=True))
+            used = Attachment.objects.aggregate(total=Sum("size"))["total"] or 0
+            _tenant_row(schema_name).update(attachment_bytes_used=used)
+        return int(used)
+
+    return run_in_schema(schema_name, recount)
 
 
 # --- linking to a message -------------------------------------------------------------------
@@ -319,35 +425,32 @@ def _remove_after_commit(keys: list[str]) -> None:
 
 
 def message_attachments_remove(message_id: int) -> None:
-    """Within a message's delete: drop its attachment rows now, their files after commit."""
-    rows = Attachment.objects.filter(message_id=message_id)
-    keys = list(rows.values_list("storage_key", flat=True))
-    if keys:
-        rows.delete()
-        _remove_after_commit(keys)
+    """Within a message's delete: drop its attachment rows now (their bytes released), their
+    files after commit."""
+    _remove_after_commit(_delete_rows(Attachment.objects.filter(message_id=message_id)))
 
 
 def room_attachments_remove(room_id: int) -> None:
-    """Within a room's delete, before it: the files of all its uploads go after the commit
-    (the rows go with the room). The room row is locked first, so an upload that commits
+    """Within a room's delete, before it: its uploads' rows go now (their bytes released),
+    their files after the commit. The room row is locked first, so an upload that commits
     meanwhile (its foreign key waits for the lock) cannot slip past the list."""
     list(Room.objects.select_for_update().filter(pk=room_id).values_list("pk", flat=True))
-    _remove_after_commit(
-        list(Attachment.objects.filter(room_id=room_id).values_list("storage_key", flat=True))
-    )
+    _remove_after_commit(_delete_rows(Attachment.objects.filter(room_id=room_id)))
 
 
 def attachments_sweep(*, older_than: timedelta) -> int:
     """Remove the uploads of the current schema never linked to a message and older than
-    `older_than` (rows now, files after commit); the number removed."""
+    `older_than` (rows now, their bytes released, files after commit); the number removed.
+    Then the tenant's counter is recounted from its rows, so that no drift outlives an hour."""
     with transaction.atomic():
         rows = Attachment.objects.select_for_update(skip_locked=True).filter(
             message__isnull=True, created_at__lt=timezone.now() - older_than
         )
-        found = list(rows.values_list("pk", "storage_key"))
-        Attachment.objects.filter(pk__in=[pk for pk, _ in found], message__isnull=True).delete()
-        _remove_after_commit([key for _, key in found])
-    return len(found)
+        found = list(rows.values_list("pk", flat=True))
+        keys = _delete_rows(Attachment.objects.filter(pk__in=found, message__isnull=True))
+        _remove_after_commit(keys)
+    attachment_usage_recount(current_schema())
+    return len(keys)
 
 
 def sweep_tenants(*, older_than: timedelta, schema_name: str | None = None) -> dict[str, int]:

@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from chat.api import _visible_room_or_404
 from chat.api_errors import api_exception
 from chat.attachments import (
+    AttachmentQuotaExceeded,
     AttachmentTooLarge,
     attachment_storage,
     attachment_upload,
@@ -64,12 +65,16 @@ class RoomAttachmentsView(APIView):
         },
         responses={
             201: AttachmentSerializer,
-            413: OpenApiResponse(_TOO_LARGE, description="Over ATTACHMENT_MAX_BYTES"),
+            413: OpenApiResponse(
+                _TOO_LARGE, description="Over ATTACHMENT_MAX_BYTES, or past the tenant's quota"
+            ),
         },
         description=(
             "Multipart field `file`, at most ATTACHMENT_MAX_BYTES (default 10 MiB; larger: 413 "
-            "naming `file`). The type is sniffed from the bytes. Attach it by sending its id "
-            "in a message's `attachments`."
+            "naming `file`). An upload that would pass the tenant's storage quota "
+            "(ATTACHMENT_TENANT_QUOTA_BYTES, unlinked uploads included) is a 413 naming `file` "
+            "too, and nothing of it is kept. The type is sniffed from the bytes. Attach it by "
+            "sending its id in a message's `attachments`."
         ),
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -83,6 +88,8 @@ class RoomAttachmentsView(APIView):
                 room=room,
                 upload=payload.validated_data["file"],
             )
+        except AttachmentQuotaExceeded as exc:
+            return Response({"file": [exc.detail]}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         except AttachmentTooLarge:
             return Response(too_large_body(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         except ChatError as exc:  # not_found: the room was deleted during the upload

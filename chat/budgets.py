@@ -1,5 +1,6 @@
-"""Per-user budgets shared by every server process (PROTOCOL.md section 3, rate limit and
-close code 4429): REST writes, rooms created, and open sockets.
+"""Budgets shared by every server process (PROTOCOL.md section 3, rate limit and close code
+4429): per user, REST writes, rooms created, and open sockets; per tenant, users created by
+its backend.
 
 All live in Redis, so that a user cannot multiply a budget by spreading over pods. Redis
 trouble fails OPEN with a warning: these budgets protect the service from one client, and
@@ -15,7 +16,8 @@ from typing import Any
 from django.conf import settings
 
 from chat.presence import process_heartbeat_ensure
-from chat.ratelimit import SharedTokenBucket, parse_rate
+from chat.protocol import ErrorCode
+from chat.ratelimit import SharedTokenBucket, parse_rate, round_wait
 from infra.redis_clients import async_redis, redis_key, warn_redis_trouble
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,28 @@ def room_create_bucket(schema_name: str, user_id: Any) -> SharedTokenBucket:
     """Rooms the user may create in the tenant (ROOM_CREATE_RATE), by joining or by REST."""
     rate, burst = parse_rate(settings.ROOM_CREATE_RATE)
     return SharedTokenBucket(f"rooms:{schema_name}:{user_id}", rate, burst)
+
+
+def user_create_bucket(schema_name: str) -> SharedTokenBucket:
+    """Users the tenant's backend may create (USER_CREATE_RATE): one bucket per tenant."""
+    rate, burst = parse_rate(settings.USER_CREATE_RATE)
+    return SharedTokenBucket(f"users:{schema_name}", rate, burst)
+
+
+def user_create_budget_spend(schema_name: str) -> None:
+    """Before a user is created on first use of an external id (a server token, or a token
+    the tenant's backend signed): one token of the tenant's budget. Raises ChatError
+    RATE_LIMITED with `retry_after` when it is spent (REST 429 with Retry-After; a WebSocket
+    handshake closes 4429). Tokens for existing users never come here."""
+    from chat.services import ChatError  # chat.services imports this module
+
+    wait = user_create_bucket(schema_name).take()
+    if wait:
+        raise ChatError(
+            ErrorCode.RATE_LIMITED,
+            "Too many new users for this tenant; try again later.",
+            retry_after=round_wait(wait),
+        )
 
 
 # The open sockets of one user in one tenant: a hash of process id -> sockets. A process's

@@ -241,6 +241,11 @@ WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 ROOM_CREATE_RATE = env_str("ROOM_CREATE_RATE", "10/min")
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", ROOM_CREATE_RATE):
     raise ImproperlyConfigured("ROOM_CREATE_RATE must look like 10/min (s, min, h or d).")
+# Users a tenant's backend may create (first use of an external id, through a server token
+# or a token it signed itself), per tenant and shared by all processes; same syntax.
+USER_CREATE_RATE = env_str("USER_CREATE_RATE", "600/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", USER_CREATE_RATE):
+    raise ImproperlyConfigured("USER_CREATE_RATE must look like 600/min (s, min, h or d).")
 CHAT_HISTORY_DEFAULT_LIMIT = 50
 CHAT_HISTORY_MAX_LIMIT = 200
 CHAT_SEARCH_DEFAULT_LIMIT = 20
@@ -277,6 +282,11 @@ ATTACHMENT_MAX_PER_MESSAGE = env_int("ATTACHMENT_MAX_PER_MESSAGE", 10)
 # Uploads never attached to a message are removed after this many hours, by the hourly
 # `chat.sweep_attachments` task of the worker processes (or `manage.py attachments_sweep`).
 ATTACHMENT_UNLINKED_HOURS = env_int("ATTACHMENT_UNLINKED_HOURS", 24)
+# Bytes of attachments one tenant may keep (unlinked uploads included); a tenant's own
+# `attachment_quota_bytes` (platform API) replaces it. An upload past it is a 413.
+ATTACHMENT_TENANT_QUOTA_BYTES = env_int("ATTACHMENT_TENANT_QUOTA_BYTES", 1024**3)
+if ATTACHMENT_TENANT_QUOTA_BYTES < 0:
+    raise ImproperlyConfigured("ATTACHMENT_TENANT_QUOTA_BYTES must be 0 or more.")
 if ATTACHMENT_MAX_BYTES < 1 or ATTACHMENT_URL_TTL < 1 or ATTACHMENT_MAX_PER_MESSAGE < 1:
     raise ImproperlyConfigured(
         "ATTACHMENT_MAX_BYTES, ATTACHMENT_URL_TTL and ATTACHMENT_MAX_PER_MESSAGE must be >= 1."

@@ -15,8 +15,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from rest_framework_simplejwt.exceptions import TokenError
 
+from chat.budgets import user_create_budget_spend
 from integrations import webhooks
 from integrations.models import EXTERNAL_ID_MAX, ExternalIdentity, SigningKey
+from tenants.context import current_schema
 
 # A tenant-signed token lives at most this long (`exp` - `iat`), and may not be issued in the
 # future past a small clock skew (else a far `iat` would stretch its life).
@@ -74,6 +76,7 @@ def external_user(
                 raise IdentityError("username", "A user with that username already exists.")
             user.save(update_fields=changed)
         return user, False
+    user_create_budget_spend(current_schema())  # USER_CREATE_RATE: 429 / 4429 when spent
     name = _clean_username(username if username is not None else external_id)
     with transaction.atomic():
         if User.objects.filter(username=name).exists():

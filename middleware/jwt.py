@@ -7,7 +7,8 @@ from urllib.parse import parse_qs
 from rest_framework_simplejwt.exceptions import TokenError
 
 from accounts.tokens import access_token_user, token_user_id, validate_access_token
-from chat.protocol import CloseCode
+from chat.protocol import CloseCode, ErrorCode
+from chat.services import ChatError
 from integrations.identity import is_tenant_signed
 from middleware.closing import accept_then_close
 from middleware.types import ASGIApp, Receive, Scope, Send
@@ -29,7 +30,8 @@ class JWTQueryStringMiddleware:
     runs, so the token is checked before anything else. The user row itself is read by the
     consumer, in the one query that also checks the tenant and the room once the socket's
     groups are joined (`chat.services.socket_admit`): an unknown or inactive user is closed
-    with 4401 there.
+    with 4401 there. A tenant-signed token whose first use would create a user past the
+    tenant's USER_CREATE_RATE closes with 4429.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -38,7 +40,13 @@ class JWTQueryStringMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The token and its claims are not kept in this frame, which lives as long as the
         # socket: only the user id and the expiry go on, in the scope.
-        claims = await _user_and_expiry(scope)
+        try:
+            claims = await _user_and_expiry(scope)
+        except ChatError as exc:  # a first use past the tenant's USER_CREATE_RATE
+            if exc.code != ErrorCode.RATE_LIMITED:
+                raise
+            await accept_then_close(receive, send, CloseCode.TOO_MANY_SOCKETS)
+            return
         if claims is None:
             await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
             return

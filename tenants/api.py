@@ -48,6 +48,7 @@ class TenantViewSet(viewsets.ReadOnlyModelViewSet):
                 domain=data["domain"],
                 admin_username=data["admin"]["username"],
                 admin_password=data["admin"]["password"],
+                attachment_quota_bytes=data.get("attachment_quota_bytes"),
             )
         except IntegrityError as exc:  # lost a race with a concurrent create
             raise ValidationError(
@@ -56,7 +57,7 @@ class TenantViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Rename, re-limit or (re)activate a tenant",
+        summary="Rename, re-limit, set the storage quota of, or (re)activate a tenant",
         request=TenantUpdateSerializer,
         responses=TenantSerializer,
     )

@@ -42,6 +42,8 @@ class TenantSerializer(serializers.ModelSerializer):
             "created_at",
             "rate_limit_per_second",
             "rate_limit_burst",
+            "attachment_quota_bytes",
+            "attachment_bytes_used",
         ]
         read_only_fields = fields
 
@@ -50,12 +52,29 @@ class TenantSerializer(serializers.ModelSerializer):
         return domain.domain if domain else None
 
 
+# The largest value the column holds (PostgreSQL bigint): more would be a 500, not a 400.
+QUOTA_MAX = 2**63 - 1
+
+
+def quota_field() -> serializers.IntegerField:
+    """`attachment_quota_bytes`: bytes of attachments the tenant may keep, a non-negative
+    integer; null (or absent on create) is the platform's ATTACHMENT_TENANT_QUOTA_BYTES."""
+    return serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=QUOTA_MAX,
+        help_text="Bytes of attachments the tenant may keep; null: ATTACHMENT_TENANT_QUOTA_BYTES",
+    )
+
+
 class TenantCreateSerializer(serializers.Serializer):
     # Not trimmed: a schema name outside the pattern is a 400, as the contract says.
     schema_name = serializers.CharField(max_length=50, trim_whitespace=False)
     name = serializers.CharField(max_length=100)
     domain = serializers.CharField(max_length=253)
     admin = AdminSerializer()
+    attachment_quota_bytes = quota_field()
 
     def validate_schema_name(self, value: str) -> str:
         if not SCHEMA_NAME.fullmatch(value):
@@ -84,6 +103,7 @@ class TenantUpdateSerializer(serializers.Serializer):
     is_active = serializers.BooleanField(required=False)
     rate_limit_per_second = serializers.FloatField(required=False, min_value=0.1, max_value=1000)
     rate_limit_burst = serializers.IntegerField(required=False, min_value=1, max_value=10000)
+    attachment_quota_bytes = quota_field()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:

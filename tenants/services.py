@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import enum
+from typing import Literal
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from tenants.context import run_in_schema
 from tenants.host_cache import tenants_changed
 from tenants.models import Domain, Tenant
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+# `tenant_update`'s "not given" for fields where None means "back to the platform default".
+KEEP = _Keep.KEEP
 
 
 def tenant_ensure(*, schema_name: str, name: str, domain: str, verbosity: int = 1) -> Tenant:
@@ -46,7 +57,13 @@ def user_ensure(*, schema_name: str, username: str, password: str, is_admin: boo
 
 
 def tenant_provision(
-    *, schema_name: str, name: str, domain: str, admin_username: str, admin_password: str
+    *,
+    schema_name: str,
+    name: str,
+    domain: str,
+    admin_username: str,
+    admin_password: str,
+    attachment_quota_bytes: int | None = None,
 ) -> Tenant:
     """Create a tenant in one transaction: schema, its migrations, domain, first admin.
 
@@ -56,7 +73,9 @@ def tenant_provision(
 
     def provision() -> Tenant:
         with transaction.atomic():
-            tenant = Tenant(schema_name=schema_name, name=name)
+            tenant = Tenant(
+                schema_name=schema_name, name=name, attachment_quota_bytes=attachment_quota_bytes
+            )
             tenant.save(verbosity=0)  # CREATE SCHEMA + migrations, inside our transaction
             Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
             provision_admin(
@@ -83,19 +102,34 @@ def tenant_update(
     is_active: bool | None = None,
     rate_limit_per_second: float | None = None,
     rate_limit_burst: int | None = None,
+    attachment_quota_bytes: int | Literal[_Keep.KEEP] | None = KEEP,
 ) -> Tenant:
-    """Rename, reactivate or re-limit a tenant; `is_active=False` deactivates (see below)."""
+    """Rename, reactivate or re-limit a tenant; `is_active=False` deactivates (see below).
+    `attachment_quota_bytes=None` puts the tenant back on ATTACHMENT_TENANT_QUOTA_BYTES; a
+    quota below what it stores already refuses new uploads and removes nothing."""
 
     def update() -> Tenant:
+        changed = []
         if name is not None:
             tenant.name = name
+            changed.append("name")
         if is_active is True:
             tenant.is_active = True
+            changed.append("is_active")
         if rate_limit_per_second is not None:
             tenant.rate_limit_per_second = rate_limit_per_second
+            changed.append("rate_limit_per_second")
         if rate_limit_burst is not None:
             tenant.rate_limit_burst = rate_limit_burst
-        tenant.save()
+            changed.append("rate_limit_burst")
+        if attachment_quota_bytes is not KEEP:
+            tenant.attachment_quota_bytes = attachment_quota_bytes
+            changed.append("attachment_quota_bytes")
+        # Only these columns: a full save would write back this copy's stale
+        # `attachment_bytes_used` over uploads counted meanwhile.
+        if changed:
+            tenant.save(update_fields=changed)
+        tenant.refresh_from_db(fields=["attachment_bytes_used"])
         return tenant
 
     updated = run_in_schema("public", update)

@@ -823,6 +823,83 @@ def test_nginx_never_logs_the_query_string() -> None:
             assert len(access_log["args"]) >= 2 and access_log["args"][1] in formats
 
 
+# --- upload size: the proxies and the app agree ------------------------------------------------
+
+NGINX_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)")
+
+
+def nginx_size(value: str) -> int:
+    """An nginx size (`client_max_body_size`, ingress-nginx's `proxy-body-size`) in bytes."""
+    match = NGINX_SIZE.fullmatch(value)
+    assert match, f"not an nginx size: {value!r}"
+    number, unit = match.groups()
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
+
+
+def app_upload_limits(max_bytes: int) -> tuple[int, dict[str, list[str]]]:
+    """What a server run with ATTACHMENT_MAX_BYTES=max_bytes refuses above, and its 413 body:
+    the ASGI guard's own functions, so the proxies follow the app's rule, not a copy."""
+    from django.test import override_settings
+
+    from chat.attachments_api import too_large_body
+    from middleware.upload_limit import body_limit
+
+    with override_settings(ATTACHMENT_MAX_BYTES=max_bytes):
+        return body_limit(), too_large_body()
+
+
+def proxy_limit_problems(max_bytes: str, proxy_size: str) -> list[str]:
+    limit, _ = app_upload_limits(int(max_bytes))
+    if nginx_size(proxy_size) != limit:
+        return [
+            f"the proxy takes {nginx_size(proxy_size)} bytes, the app {limit} "
+            f"(ATTACHMENT_MAX_BYTES={max_bytes} plus the multipart allowance)"
+        ]
+    return []
+
+
+def ingress_body_size() -> str:
+    value = resource("Ingress")["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/proxy-body-size"
+    ]
+    assert isinstance(value, str), "annotation values must be strings"
+    return value
+
+
+def test_the_ingress_lets_the_largest_upload_of_the_configmap_through() -> None:
+    max_bytes = resource("ConfigMap")["data"]["ATTACHMENT_MAX_BYTES"]
+    assert proxy_limit_problems(max_bytes, ingress_body_size()) == []
+
+
+def test_nginx_lets_the_largest_upload_of_the_compose_env_through_and_answers_the_apps_413() -> (
+    None
+):
+    (env_file,) = compose()["services"]["app"]["env_file"]
+    max_bytes = env_file_values(COMPOSE.parent / env_file)["ATTACHMENT_MAX_BYTES"]
+    (size,) = nginx_directives("client_max_body_size")  # one, for every location
+    assert proxy_limit_problems(max_bytes, size["args"][0]) == []
+    # Past it nginx answers itself: with the app's body, not an HTML page.
+    (error_page,) = nginx_directives("error_page")
+    assert error_page["args"][0] == "413"
+    named = error_page["args"][-1]
+    (location,) = [d for d in nginx_directives("location") if d["args"] == [named]]
+    answers = {d["directive"]: d["args"] for d in location["block"]}
+    assert answers["default_type"] == ["application/json"]
+    assert answers["return"][0] == "413"
+    assert json.loads(answers["return"][1]) == app_upload_limits(int(max_bytes))[1]
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "proxy_size"),
+    [("10485760", "1m"), ("10485760", "10m"), ("20971520", "10304k"), ("10485760", "10304K")],
+)
+def test_a_proxy_limit_that_drifted_from_attachment_max_bytes_is_caught(
+    max_bytes: str, proxy_size: str
+) -> None:
+    problems = proxy_limit_problems(max_bytes, proxy_size)
+    assert bool(problems) == (proxy_size != "10304K"), problems
+
+
 # --- YAML ------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,8 @@ TENANT_FIELDS = {
     "created_at",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "attachment_quota_bytes",
+    "attachment_bytes_used",
 }
 
 
@@ -430,6 +432,45 @@ def test_patch_renames_and_relimits_a_tenant(live_server, operator_token, create
     assert tenant_row(schema_name) == {"name": "Hooli XYZ", "is_active": True}
 
 
+def test_the_storage_quota_is_set_changed_and_reset_through_the_platform_api(
+    live_server, operator_token, created
+):
+    schema_name = created["request"]["schema_name"]
+    assert created["response"]["attachment_quota_bytes"] is None  # the platform default
+    assert created["response"]["attachment_bytes_used"] == 0
+    path = f"/api/tenants/{schema_name}/"
+    with platform(live_server, operator_token) as client:
+        changed = client.patch(path, json={"attachment_quota_bytes": 5_000_000})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["attachment_quota_bytes"] == 5_000_000
+        assert client.get(path).json()["attachment_quota_bytes"] == 5_000_000
+        reset = client.patch(path, json={"attachment_quota_bytes": None})
+        assert reset.status_code == 200, reset.text
+        assert reset.json()["attachment_quota_bytes"] is None
+    assert quota_of(schema_name) is None
+
+
+def test_a_tenant_is_created_with_its_own_storage_quota(live_server, operator_token):
+    body = tenant_body(attachment_quota_bytes=0)
+    with platform(live_server, operator_token) as client:
+        response = client.post("/api/tenants/", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["attachment_quota_bytes"] == 0
+        bad = client.post("/api/tenants/", json=tenant_body(attachment_quota_bytes=-5))
+    assert_field_error(bad, "attachment_quota_bytes")
+    assert quota_of(body["schema_name"]) == 0
+
+
+def quota_of(schema_name: str) -> int | None:
+    from tenants.models import Tenant
+
+    return blocking(
+        lambda: Tenant.objects.values_list("attachment_quota_bytes", flat=True).get(
+            schema_name=schema_name
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -439,8 +480,27 @@ def test_patch_renames_and_relimits_a_tenant(live_server, operator_token, create
         ({"rate_limit_burst": 0}, "rate_limit_burst"),
         ({"rate_limit_per_second": "fast"}, "rate_limit_per_second"),
         ({"is_active": "maybe"}, "is_active"),
+        ({"attachment_quota_bytes": -1}, "attachment_quota_bytes"),
+        ({"attachment_quota_bytes": "lots"}, "attachment_quota_bytes"),
+        ({"attachment_quota_bytes": 1.5}, "attachment_quota_bytes"),
+        ({"attachment_quota_bytes": True}, "attachment_quota_bytes"),
+        ({"attachment_quota_bytes": 2**63}, "attachment_quota_bytes"),
+        ({"attachment_quota_bytes": [1]}, "attachment_quota_bytes"),
     ],
-    ids=["empty", "blank-name", "long-name", "zero-burst", "bad-rate", "bad-is-active"],
+    ids=[
+        "empty",
+        "blank-name",
+        "long-name",
+        "zero-burst",
+        "bad-rate",
+        "bad-is-active",
+        "negative-quota",
+        "text-quota",
+        "fractional-quota",
+        "boolean-quota",
+        "quota-past-bigint",
+        "list-quota",
+    ],
 )
 def test_a_bad_change_is_400_naming_the_field(live_server, operator_token, tenant_c, body, field):
     with platform(live_server, operator_token) as client:
