@@ -23,10 +23,10 @@ class TenantJWTAuthentication(JWTAuthentication):
         raw = self.get_raw_token(header) if header is not None else None
         if raw is not None and is_tenant_signed(raw.decode("latin-1")):
             try:
-                user, _ = tenant_token_user(raw.decode("latin-1"))
+                found = tenant_token_user(raw.decode("latin-1"))
             except TokenError as exc:
                 raise InvalidToken({"detail": str(exc), "code": "token_not_valid"}) from exc
-            return user, None
+            return found.user, None
         return super().authenticate(request)
 
     def get_validated_token(self, raw_token: bytes) -> Any:

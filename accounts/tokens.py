@@ -11,7 +11,7 @@ paths that load the user, REST authentication and the WebSocket handshake.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken, Token
@@ -21,6 +21,16 @@ TENANT_CLAIM = "tenant"
 
 class WrongTenantError(TokenError):
     pass
+
+
+class TokenUser(NamedTuple):
+    """Who an access token names, until when, and the tenant signing key that verified it
+    (None for our own tokens): a socket remembers the key, so that revoking it closes the
+    socket (chat/authz.py)."""
+
+    user: Any
+    exp: int
+    signing_key_id: int | None = None
 
 
 def check_tenant_claim(token: Token, schema_name: str) -> None:
@@ -45,8 +55,9 @@ def token_user_id(token: Token) -> Any:
         raise TokenError("Token contained no recognizable user identification") from exc
 
 
-def access_token_user(raw: str, schema_name: str) -> tuple[Any, int]:
-    """(active user, exp) of an access token of either kind; runs inside `schema_name`.
+def access_token_user(raw: str, schema_name: str) -> TokenUser:
+    """(active user, exp, signing key id) of an access token of either kind; runs inside
+    `schema_name`.
 
     Our own tokens: `validate_access_token`, then the user by id. Tokens signed by the
     tenant's backend (header `kid`): verified with that tenant's signing key, the user found
@@ -61,4 +72,4 @@ def access_token_user(raw: str, schema_name: str) -> tuple[Any, int]:
     user = get_user_model().objects.filter(pk=token_user_id(token), is_active=True).first()
     if user is None:
         raise TokenError("User not found or inactive.")
-    return user, int(token["exp"])
+    return TokenUser(user, int(token["exp"]))

@@ -55,6 +55,7 @@ from django.utils.http import content_disposition_header
 from chat.models import Attachment, Room
 from chat.protocol import ErrorCode
 from chat.services import Actor, ChatError
+from infra import parsers
 from tenants.context import current_schema, run_in_schema
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,10 @@ def attachment_url(schema_name: str, attachment: Attachment) -> str:
 
 def link_is_valid(schema_name: str, attachment_id: int, expires: str, signature: str) -> bool:
     """Whether `exp`/`sig` of a local link are this tenant's, for this attachment, unexpired."""
-    if not expires.isdigit() or len(expires) > 12 or int(expires) < time.time():
+    try:
+        if parsers.decimal_digits(expires, max_digits=12) < time.time():
+            return False
+    except ValueError:  # `exp=%C2%B2` passed isdigit() and failed int(): a 500 before
         return False
     expected = _signer(schema_name, attachment_id).signature(expires)
     return constant_time_compare(expected, signature)

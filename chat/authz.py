@@ -5,12 +5,14 @@ is made private) act within moments; this module is what they call when they nee
 database, and the safety net for a kick that was lost (Redis restart, a dropped pub/sub
 connection, a row changed by hand). Every WS_AUTH_RECHECK_INTERVAL seconds (with jitter, so
 that pods do not query in step) each process re-checks ALL its open sockets, batched per
-tenant: one `in_schema` call of four queries per tenant, whatever the number of sockets
-(tenant active; users' is_active and is_staff; rooms' existence and privacy; memberships of
-the private ones; the rooms' last seq rides along, for chat/fanout.py's check of messages
-whose publish was lost). A socket whose user or tenant went inactive closes 4401; one whose room is
-gone, or private without its user as a member, closes 4403; a demoted admin's actor loses
-`is_admin` (services read it from the database anyway, see `chat.services._change_message`).
+tenant: one `in_schema` call of at most five queries per tenant, whatever the number of
+sockets (tenant active; users' is_active and is_staff; rooms' existence and privacy;
+memberships of the private ones; the signing keys that verified tenant-signed tokens; the
+rooms' last seq rides along, for chat/fanout.py's check of messages whose publish was lost).
+A socket whose user or tenant went inactive, or whose token's signing key was revoked, closes
+4401; one whose room is gone, or private without its user as a member, closes 4403; a demoted
+admin's actor loses `is_admin` (services read it from the database anyway, see
+`chat.services._change_message`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from chat import drain, fanout
 from chat.models import Membership, Room
 from chat.protocol import CloseCode
 from infra.background import start_background
+from integrations.models import SigningKey
 from tenants.context import in_schema
 from tenants.models import Tenant
 
@@ -46,12 +49,18 @@ class TenantState:
     rooms: dict[int, bool] = field(default_factory=dict)  # id: is_private
     last_seqs: dict[int, int] = field(default_factory=dict)  # id: last seq (for chat/fanout.py)
     members: set[tuple[int, int]] = field(default_factory=set)  # (room id, user id)
+    signing_keys: set[int] = field(default_factory=set)  # ids of those still registered
 
-    def close_code(self, user_id: int, room_id: int | None) -> int | None:
-        """The code a socket of `user_id` in `room_id` (None: no room) must close with."""
+    def close_code(
+        self, user_id: int, room_id: int | None, signing_key_id: int | None = None
+    ) -> int | None:
+        """The code a socket of `user_id` in `room_id` (None: no room) must close with;
+        `signing_key_id`: the key that verified its tenant-signed token, if any."""
         active, _ = self.users.get(user_id, (False, False))
         if not self.active or not active:
             return int(CloseCode.UNAUTHORIZED)
+        if signing_key_id is not None and signing_key_id not in self.signing_keys:
+            return int(CloseCode.UNAUTHORIZED)  # the key was revoked
         if room_id is None:
             return None
         if room_id not in self.rooms:
@@ -64,8 +73,14 @@ class TenantState:
         return self.users.get(user_id, (False, False))[1]
 
 
-def tenant_state(schema_name: str, user_ids: list[int], room_ids: list[int]) -> TenantState:
-    """At most four queries for any number of users and rooms (run inside the schema)."""
+def tenant_state(
+    schema_name: str,
+    user_ids: list[int],
+    room_ids: list[int],
+    signing_key_ids: list[int] | None = None,
+) -> TenantState:
+    """At most five queries for any number of users, rooms and signing keys (run inside the
+    schema)."""
     if not Tenant.objects.filter(schema_name=schema_name, is_active=True).exists():
         return TenantState(active=False)
     users = {
@@ -85,7 +100,19 @@ def tenant_state(schema_name: str, user_ids: list[int], room_ids: list[int]) -> 
                 "room_id", "user_id"
             )
         )
-    return TenantState(active=True, users=users, rooms=rooms, members=members, last_seqs=last_seqs)
+    signing_keys: set[int] = set()
+    if signing_key_ids:
+        signing_keys = set(
+            SigningKey.objects.filter(pk__in=signing_key_ids).values_list("pk", flat=True)
+        )
+    return TenantState(
+        active=True,
+        users=users,
+        rooms=rooms,
+        members=members,
+        last_seqs=last_seqs,
+        signing_keys=signing_keys,
+    )
 
 
 def _room_id(socket: Any) -> int | None:
@@ -96,12 +123,17 @@ def _room_id(socket: Any) -> int | None:
 async def _state_for(schema_name: str, sockets: list[Any]) -> TenantState:
     user_ids = sorted({s.actor.id for s in sockets})
     room_ids = sorted({r for r in map(_room_id, sockets) if r is not None})
-    return await in_schema(schema_name, tenant_state, schema_name, user_ids, room_ids)
+    key_ids = sorted({k for s in sockets if (k := _signing_key_id(s)) is not None})
+    return await in_schema(schema_name, tenant_state, schema_name, user_ids, room_ids, key_ids)
+
+
+def _signing_key_id(socket: Any) -> int | None:
+    return getattr(socket, "signing_key_id", None)
 
 
 def _apply(state: TenantState, socket: Any) -> int | None:
     """The socket's close code, or None after bringing its actor's admin flag up to date."""
-    code = state.close_code(socket.actor.id, _room_id(socket))
+    code = state.close_code(socket.actor.id, _room_id(socket), _signing_key_id(socket))
     if code is None and socket.actor.is_admin != state.is_admin(socket.actor.id):
         socket.actor = dataclasses.replace(socket.actor, is_admin=state.is_admin(socket.actor.id))
     return code

@@ -15,7 +15,6 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenError
 
-from accounts.tokens import access_token_user, token_user_id, validate_access_token
 from chat import authz, drain, events, fanout, services
 from chat.budgets import SocketSlot, socket_slot_acquire
 from chat.presence import presence_registry
@@ -25,8 +24,7 @@ from chat.selectors import replay_frames
 from chat.services import Actor, ChatError, RoomRef
 from infra import parsers
 from infra.metrics import CLOSES, ERRORS, OPEN_SOCKETS
-from integrations.identity import is_tenant_signed
-from middleware.jwt import query_param
+from middleware.jwt import query_param, socket_token
 from tenants.context import DatabaseUnavailable, in_schema
 
 logger = logging.getLogger(__name__)
@@ -42,12 +40,8 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
 
 
 def _since(raw: str | None) -> int | None:
-    """`since=<seq>`: a non-negative integer, or absent."""
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValueError(raw)
-    return int(raw)
+    """`since=<seq>`: a non-negative integer, or absent (ValueError: 4400)."""
+    return None if raw is None else parsers.decimal_digits(raw)
 
 
 class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
@@ -55,7 +49,8 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     `auth`), pings, the frame parser, error frames, kicks and the graceful drain.
 
     The middleware stack has already checked origin, tenant and token, and put `tenant`,
-    `user` and `token_exp` into the scope.
+    `user_id`, `token_exp` and `signing_key_id` (the tenant key that verified a token its
+    backend signed, else None) into the scope.
     """
 
     handlers: dict[ClientFrame, Handler] = {}
@@ -66,6 +61,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
     tasks: set[asyncio.Task[Any]] | None = None  # made at the first spawn (most never spawn)
     expiry: asyncio.TimerHandle | None = None
     slot: SocketSlot | None = None
+    signing_key_id: int | None = None  # the tenant signing key its token was verified with
     floor = 0  # fan-out frames with seq <= floor were sent by a replay already
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -107,6 +103,7 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         # Who the token names; username and admin flag come with the access check
         # (`socket_admit`), after the groups are joined.
         self.actor = Actor(id=self.scope["user_id"], username="", is_admin=False)
+        self.signing_key_id = self.scope.get("signing_key_id")
         self.fan = []
         self.expiry: asyncio.TimerHandle | None = None
         self.bucket = TokenBucket(
@@ -289,25 +286,22 @@ class TenantSocketConsumer(AsyncJsonWebsocketConsumer):
         try:
             if not isinstance(raw, str):
                 raise TokenError("no token")
-            if is_tenant_signed(raw):  # signed by the tenant's backend, with its key
-                user, exp = await in_schema(
-                    self.schema_name, access_token_user, raw, self.schema_name
-                )
-                user_id: Any = user.pk
-            else:
-                token = validate_access_token(raw, self.schema_name)
-                user_id, exp = token_user_id(token), int(token["exp"])
-            if str(user_id) != str(self.actor.id):
+            found = await socket_token(raw, self.schema_name)
+            if found.user_id != self.actor.id:
                 raise TokenError("token of another user")
         except TokenError:
             await self.close_with(CloseCode.UNAUTHORIZED)
             return
+        # From now on the socket stands on this token's key (revoking it closes the socket),
+        # set before the verdict's query, so a revocation racing this frame is seen by one
+        # of the two.
+        self.signing_key_id = found.signing_key_id
         code = await authz.socket_verdict(self)
         if code is not None:
             await self.close_with(code)
             return
-        self.schedule_expiry(int(exp))
-        await self.send_frame(events.auth_ok(exp))
+        self.schedule_expiry(found.exp)
+        await self.send_frame(events.auth_ok(found.exp))
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=events.encode(frame))
@@ -345,7 +339,10 @@ class ChatConsumer(TenantSocketConsumer):
         try:
             await hub.prepare(feed)
             self.actor, self.room = await services.socket_admit(
-                schema_name=self.schema_name, user_id=self.actor.id, slug=slug
+                schema_name=self.schema_name,
+                user_id=self.actor.id,
+                slug=slug,
+                signing_key_id=self.signing_key_id,
             )
         except ChatError as exc:
             self.leave_groups()
@@ -511,7 +508,9 @@ class NotificationConsumer(TenantSocketConsumer):
         )
         try:
             self.actor, _ = await services.socket_admit(
-                schema_name=self.schema_name, user_id=self.actor.id
+                schema_name=self.schema_name,
+                user_id=self.actor.id,
+                signing_key_id=self.signing_key_id,
             )
         except ChatError:
             self.leave_groups()

@@ -37,7 +37,8 @@ _KINDS = frozenset({"room", "user", "notify", "tenant"})
 # Never taken from client input: the type of a layer message picks the handler that runs.
 ROOM_FRAME = "room.frame"  # an encoded frame for every socket of a room
 USER_FRAME = "user.frame"  # an encoded frame for a user's notification sockets
-SOCKET_CLOSE = "socket.close"  # close every socket of a group (or of one `user` in it)
+# Close every socket of a group (or of one `user` in it, or those of one `signing_key`).
+SOCKET_CLOSE = "socket.close"
 ROOM_KICK = "room.kick"  # close one user's sockets in one room (sent to the tenant group)
 ROOM_RECHECK = "room.recheck"  # re-check every socket of a room against the database
 
@@ -233,6 +234,15 @@ async def close_user(schema_name: str, user_id: int, code: int) -> None:
     group, which every socket of the tenant is in already: no subscription per user."""
     await _group_send(
         tenant_group_name(schema_name), {"type": SOCKET_CLOSE, "code": int(code), "user": user_id}
+    )
+
+
+async def close_signing_key_sockets(schema_name: str, signing_key_id: int, code: int) -> None:
+    """Close every socket of one tenant whose token (at the handshake, or in its last `auth`
+    frame) was verified with this signing key, on any process (the key was revoked)."""
+    await _group_send(
+        tenant_group_name(schema_name),
+        {"type": SOCKET_CLOSE, "code": int(code), "signing_key": signing_key_id},
     )
 
 

@@ -497,9 +497,11 @@ class Hub:
         elif kind == events.USER_FRAME:
             self._write(group, event)
         elif kind == events.SOCKET_CLOSE:
-            user = event.get("user")
+            user, key = event.get("user"), event.get("signing_key")
             for socket in list(group.members):
-                if user is None or socket.actor.id == user:
+                if (user is None or socket.actor.id == user) and (
+                    key is None or socket.signing_key_id == key
+                ):
                     socket.kick(event["code"])
         elif kind == events.ROOM_KICK:
             for socket in list(group.members):

@@ -34,7 +34,7 @@ from chat.protocol import CloseCode, ErrorCode, ServerFrame
 from chat.ratelimit import round_wait
 from infra.metrics import MESSAGES_PERSISTED
 from integrations import webhooks
-from integrations.models import Webhook
+from integrations.models import SigningKey, Webhook
 from tenants.context import current_schema, in_schema, run_in_schema
 from tenants.models import Tenant
 
@@ -143,9 +143,12 @@ def _join(schema_name: str, slug: str, actor: Actor, create: bool = True) -> Roo
     return RoomRef(id=room.pk, slug=room.slug, is_private=room.is_private)
 
 
-def _admit(schema_name: str, user_id: Any, slug: str | None) -> tuple[Actor, RoomRef | None]:
+def _admit(
+    schema_name: str, user_id: Any, slug: str | None, signing_key_id: int | None = None
+) -> tuple[Actor, RoomRef | None]:
     """ONE query for a handshake: the tenant active, the user active (and who they are), the
-    room by slug and, if private, the user's membership."""
+    signing key that verified the token still registered (if any), the room by slug and, if
+    private, the user's membership."""
     quote = connection.ops.quote_name
     user_model = get_user_model()
     users = quote(user_model._meta.db_table)
@@ -153,26 +156,32 @@ def _admit(schema_name: str, user_id: Any, slug: str | None) -> tuple[Actor, Roo
     username = quote(getattr(field, "column", user_model.USERNAME_FIELD))
     tenants = f"{quote(get_public_schema_name())}.{quote(Tenant._meta.db_table)}"
     rooms, members = quote(Room._meta.db_table), quote(Membership._meta.db_table)
+    keys = quote(SigningKey._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT EXISTS (SELECT 1 FROM {tenants} WHERE schema_name = %s AND is_active),
                    u.id, u.{username}, u.is_staff, r.id, r.slug, r.is_private,
                    r.is_private AND EXISTS (
-                       SELECT 1 FROM {members} m WHERE m.room_id = r.id AND m.user_id = u.id)
+                       SELECT 1 FROM {members} m WHERE m.room_id = r.id AND m.user_id = u.id),
+                   EXISTS (SELECT 1 FROM {keys} k WHERE k.id = %s)
               FROM (SELECT 1) AS one
               LEFT JOIN {users} u ON u.id = %s AND u.is_active
               LEFT JOIN {rooms} r ON r.slug = %s
             """,  # table names come from the models; values are parameters
-            [schema_name, user_id, slug],
+            [schema_name, signing_key_id, user_id, slug],
         )
         row = cursor.fetchone()
     assert row is not None
-    tenant_active, uid, name, staff, room_id, room_slug, private, member = row
+    tenant_active, uid, name, staff, room_id, room_slug, private, member, key_kept = row
     if not tenant_active:
         raise ChatError(ErrorCode.UNAUTHORIZED, "Tenant is deactivated.")
     if uid is None:
         raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated or unknown.")
+    if signing_key_id is not None and not key_kept:
+        # Revoked after the middleware verified the token, before this socket could hear
+        # the revocation's kick.
+        raise ChatError(ErrorCode.UNAUTHORIZED, "The token's signing key was revoked.")
     actor = Actor(id=uid, username=name, is_admin=bool(staff))
     if room_id is None:
         return actor, None
@@ -182,16 +191,17 @@ def _admit(schema_name: str, user_id: Any, slug: str | None) -> tuple[Actor, Roo
 
 
 async def socket_admit(
-    *, schema_name: str, user_id: Any, slug: str | None = None
+    *, schema_name: str, user_id: Any, slug: str | None = None, signing_key_id: int | None = None
 ) -> tuple[Actor, RoomRef | None]:
     """Who a socket's token names, checked after the socket joined its groups (so a
     deactivation, removal or privacy change that races with the handshake is either seen
     here or reaches the socket as a kick), with the room it joins: one query in the common
     case. A missing room is created as a public room (see `room_join`).
 
-    Raises ChatError UNAUTHORIZED (user unknown or deactivated, tenant deactivated),
-    FORBIDDEN (a private room without membership) or RATE_LIMITED (room budget spent)."""
-    actor, room = await in_schema(schema_name, _admit, schema_name, user_id, slug)
+    Raises ChatError UNAUTHORIZED (user unknown or deactivated, tenant deactivated, the
+    token's signing key revoked), FORBIDDEN (a private room without membership) or
+    RATE_LIMITED (room budget spent)."""
+    actor, room = await in_schema(schema_name, _admit, schema_name, user_id, slug, signing_key_id)
     if slug is not None and room is None:
         room = await room_join(schema_name=schema_name, slug=slug, actor=actor)
     return actor, room

@@ -1,4 +1,10 @@
-"""JSON parsing of everything a client sends (REST bodies and WebSocket frames), in one place.
+"""Parsing of what a client sends, in one place: JSON (REST bodies and WebSocket frames) and
+the decimal numbers of query strings and links.
+
+Decimal numbers: `str.isdigit()` is true for the superscript two (U+00B2) and for other
+scripts' digits (U+0661, Arabic-Indic one) as well; `int()` then fails on the first (a 500
+from an attachment link's `exp=%C2%B2`) and reads the second as 1. `decimal_digits` takes
+ASCII digits only, of a bounded length.
 
 Two things the standard library's parser lets through that must be a client error here:
 - Nesting: it recurses once per level, so `[[[[...]]]]` 5000 deep raises RecursionError (not
@@ -22,6 +28,14 @@ from rest_framework.utils.json import strict_constant
 
 # A surrogate can only come from a `\uD800`-`\uDFFF` escape: decoded UTF-8 holds none.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def decimal_digits(raw: str, *, max_digits: int = 18) -> int:
+    """A non-negative integer written in 1 to `max_digits` ASCII digits; anything else
+    (signs, spaces, other scripts' digits, superscripts, an empty string) is a ValueError."""
+    if not 0 < len(raw) <= max_digits or not raw.isascii() or not raw.isdigit():
+        raise ValueError("Not a non-negative decimal integer.")
+    return int(raw)
 
 
 def loads(text: str, **kwargs: Any) -> Any:

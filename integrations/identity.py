@@ -13,8 +13,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django_tenants.utils import get_public_schema_name
 from rest_framework_simplejwt.exceptions import TokenError
 
+from accounts.tokens import TokenUser
 from chat.budgets import user_create_budget_spend
 from integrations import webhooks
 from integrations.models import EXTERNAL_ID_MAX, ExternalIdentity, SigningKey
@@ -98,11 +100,15 @@ def is_tenant_signed(raw: str) -> bool:
         return False
 
 
-def tenant_token_user(raw: str) -> tuple[Any, int]:
-    """(user, exp) of a token the tenant's backend signed with one of its signing keys, the
-    user created on first use. Runs in the tenant's schema, so a `kid` of another tenant is
-    simply unknown. The algorithm is the key's own (pinned at registration): `none`, HMAC or
+def tenant_token_user(raw: str) -> TokenUser:
+    """(user, exp, signing key id) of a token the tenant's backend signed with one of its
+    signing keys, the user created on first use. Runs in the tenant's schema, so a `kid` of
+    another tenant is simply unknown; the public schema (the platform host) has no signing
+    keys at all. The algorithm is the key's own (pinned at registration): `none`, HMAC or
     any other than the key's is refused. Raises TokenError (401 / 4401)."""
+    if current_schema() == get_public_schema_name():
+        # Not a query: the platform's schema has no signing-key table (a 500 before).
+        raise TokenError("Unknown signing key.")
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError as exc:
@@ -120,7 +126,8 @@ def tenant_token_user(raw: str) -> tuple[Any, int]:
             algorithms=[key.alg],
             options={"require": ["exp", "iat", "sub"]},
         )
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+        # PyJWT's int() of `exp`/`iat` lets OverflowError out (`1e400` is infinity).
         raise TokenError("Invalid token.") from exc
     exp, iat = claims["exp"], claims["iat"]
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
@@ -139,4 +146,4 @@ def tenant_token_user(raw: str) -> tuple[Any, int]:
         )
     except IdentityError as exc:
         raise TokenError(f"`{exc.field}`: {exc.detail}") from exc
-    return user, int(exp)
+    return TokenUser(user, int(exp), key.pk)

@@ -3,6 +3,7 @@ each is pinned to (so a token can never choose a weaker one, `none` or HMAC incl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jwt
@@ -13,6 +14,9 @@ PINNED_ALG = {("RSA", None): "RS256", ("EC", "P-256"): "ES256", ("OKP", "Ed25519
 PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x")}
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 RSA_MIN_BITS = 2048
+# PROTOCOL section 5: a `kid` is 1 to 64 characters of A-Z a-z 0-9 . _ - (so that it fits a
+# URL path segment as it is: `DELETE /api/signing-keys/<kid>/`).
+KID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class JwkError(ValueError):
@@ -24,8 +28,8 @@ def parse_public_jwk(jwk: Any) -> tuple[str, str, str, dict[str, Any]]:
     if not isinstance(jwk, dict):
         raise JwkError("must be a JSON object (a JWK).")
     kid, kty = jwk.get("kid"), jwk.get("kty")
-    if not isinstance(kid, str) or not 0 < len(kid) <= 255 or "\x00" in kid:
-        raise JwkError("`kid` must be a string of 1 to 255 characters.")
+    if not isinstance(kid, str) or not KID_PATTERN.fullmatch(kid):
+        raise JwkError("`kid` must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
     if kty not in PUBLIC_MEMBERS:
         raise JwkError("`kty` must be RSA, EC or OKP.")
     if any(member in jwk for member in PRIVATE_MEMBERS):

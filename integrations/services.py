@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.serializers import TenantTokenObtainPairSerializer
+from chat import events
+from chat.protocol import CloseCode
 from integrations import webhooks
 from integrations.identity import external_user
 from integrations.jwks import parse_public_jwk
@@ -58,9 +61,22 @@ def signing_key_add(*, schema_name: str, jwk: Any) -> SigningKey:
 
 
 def signing_key_remove(*, schema_name: str, kid: str) -> bool:
-    """Revoke a signing key: tokens it signed are refused from the next request on."""
-    deleted, _ = run_in_schema(schema_name, SigningKey.objects.filter(kid=kid).delete)
-    return bool(deleted)
+    """Revoke a signing key: tokens it signed are refused from the next request on, and the
+    sockets that stand on them close with 4401 on every process (the kick; chat/authz.py's
+    periodic re-check closes them too should the kick be lost)."""
+
+    def remove() -> int | None:
+        key = SigningKey.objects.filter(kid=kid).first()
+        if key is None:
+            return None
+        deleted, _ = SigningKey.objects.filter(pk=key.pk).delete()
+        return key.pk if deleted else None
+
+    removed = run_in_schema(schema_name, remove)
+    if removed is None:
+        return False
+    async_to_sync(events.close_signing_key_sockets)(schema_name, removed, CloseCode.UNAUTHORIZED)
+    return True
 
 
 def server_tokens_issue(

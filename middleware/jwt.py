@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from rest_framework_simplejwt.exceptions import TokenError
@@ -39,32 +40,43 @@ class JWTQueryStringMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The token and its claims are not kept in this frame, which lives as long as the
-        # socket: only the user id and the expiry go on, in the scope.
+        # socket: only the user id, the expiry and the signing key go on, in the scope.
+        raw = query_param(scope, "token")
         try:
-            claims = await _user_and_expiry(scope)
+            if not raw:
+                raise TokenError("No token.")
+            found = await socket_token(raw, scope["tenant"].schema_name)
+        except TokenError:
+            await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
+            return
         except ChatError as exc:  # a first use past the tenant's USER_CREATE_RATE
             if exc.code != ErrorCode.RATE_LIMITED:
                 raise
             await accept_then_close(receive, send, CloseCode.TOO_MANY_SOCKETS)
             return
-        if claims is None:
-            await accept_then_close(receive, send, CloseCode.UNAUTHORIZED)
-            return
-        scope["user_id"], scope["token_exp"] = claims
+        scope["user_id"], scope["token_exp"] = found.user_id, found.exp
+        scope["signing_key_id"] = found.signing_key_id
         await self.app(scope, receive, send)
 
 
-async def _user_and_expiry(scope: Scope) -> tuple[int, int] | None:
-    raw = query_param(scope, "token")
-    if not raw:
-        return None
-    schema_name = scope["tenant"].schema_name
+@dataclass(frozen=True)
+class SocketToken:
+    """What a socket keeps of its access token: who, until when, and the tenant signing key
+    that verified it (None for our own tokens; revoking the key closes the socket)."""
+
+    user_id: int
+    exp: int
+    signing_key_id: int | None
+
+
+async def socket_token(raw: str, schema_name: str) -> SocketToken:
+    """An access token of either kind, for a handshake or an `auth` frame; raises TokenError."""
     try:
         if is_tenant_signed(raw):  # signed by the tenant's backend: its key, in its schema
-            user, exp = await in_schema(schema_name, access_token_user, raw, schema_name)
-            return int(user.pk), int(exp)
+            found = await in_schema(schema_name, access_token_user, raw, schema_name)
+            return SocketToken(int(found.user.pk), found.exp, found.signing_key_id)
         # Our own: the signature is checked here, before any query.
         token = validate_access_token(raw, schema_name)
-        return int(token_user_id(token)), int(token["exp"])
-    except (TokenError, ValueError, TypeError):
-        return None
+        return SocketToken(int(token_user_id(token)), int(token["exp"]), None)
+    except (ValueError, TypeError) as exc:
+        raise TokenError("Malformed token.") from exc
