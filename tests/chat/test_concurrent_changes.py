@@ -19,8 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import websockets
 
-from tests.conftest import LiveServer, TenantInfo, make_user_in, start_server, unique
+from tests.conftest import (
+    LiveServer,
+    TenantInfo,
+    make_user_in,
+    start_server,
+    tokens_for,
+    unique,
+)
 from tests.realtime_helpers import (
     Frame,
     Sockets,
@@ -30,12 +38,14 @@ from tests.realtime_helpers import (
     is_message,
     of_type,
     rest_history,
+    room_path,
     send,
 )
+from tests.support import ws_connect
 
 ROUNDS = 20
 # Both racing sockets write several frames a round: the per-socket budget is not under test.
-FAST = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000"}
+FAST = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "ROOM_CREATE_RATE": "1000/min"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
 
         return Webhook.objects.create(
             url="http://127.0.0.1:9/hook",
-            events=["message.deleted", "message.edited", "reaction.added"],
+            events=["message.deleted", "message.edited", "reaction.added", "room.created"],
             secret=webhooks.new_secret(),
         ).pk
 
@@ -282,3 +292,48 @@ async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
         else:
             assert reacted[target] < row["deleted_at"] and row["reactions"] == {"+1": 1}
             assert added_events[target] == 1
+
+
+async def test_many_first_joins_of_a_missing_room_make_one_room(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    """ "Joining a room that does not exist creates it": eight first joins at once, on both
+    pods, all get in, and there is one room, reported once."""
+    from chat.models import Room
+    from integrations.models import Delivery
+
+    tenant = hooked.tenant
+    users = [make_user_in(tenant) for _ in range(8)]
+    tokens = [tokens_for(user)["access"] for user in users]
+    slugs = [unique("first_") for _ in range(ROUNDS // 2)]
+    for slug in slugs:
+        start = asyncio.Event()
+
+        async def join(n: int, slug: str = slug, start: asyncio.Event = start) -> Frame:
+            await start.wait()
+            ws = await ws_connect(pods[n % 2].ws_url, tenant.domain, room_path(slug, tokens[n]))
+            try:
+                return (await frames_until(ws, of_type("presence")))[-1]
+            except websockets.ConnectionClosed:
+                return {"closed": ws.close_code}
+            finally:
+                await ws.close()
+
+        tasks = [asyncio.create_task(join(n)) for n in range(len(users))]
+        await asyncio.sleep(0)
+        start.set()
+        frames = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+        assert [frame.get("type") for frame in frames] == ["presence"] * len(users), frames
+    made = in_tenant(
+        tenant, lambda: Counter(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+    )
+    bodies = in_tenant(
+        tenant,
+        lambda: list(
+            Delivery.objects.filter(webhook_id=hooked.webhook_id, event="room.created").values_list(
+                "body", flat=True
+            )
+        ),
+    )
+    reported = Counter(json.loads(body)["data"]["room"]["slug"] for body in bodies)
+    assert [(made[slug], reported[slug]) for slug in slugs] == [(1, 1)] * len(slugs)
