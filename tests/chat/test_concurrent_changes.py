@@ -337,3 +337,47 @@ async def test_many_first_joins_of_a_missing_room_make_one_room(
     )
     reported = Counter(json.loads(body)["data"]["room"]["slug"] for body in bodies)
     assert [(made[slug], reported[slug]) for slug in slugs] == [(1, 1)] * len(slugs)
+
+
+async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refused(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    """The seq trigger counts a reply on its root under the root's row lock, re-checking that
+    the root is live: a reply either lands before the deletion (and is counted) or is
+    `not_found`; it is never stored under a root deleted before it."""
+    from chat.models import Message
+
+    tenant = hooked.tenant
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        raced: dict[int, str] = {}
+        for _ in range(ROUNDS):
+            root = (await room.post(unique("root-")))["id"]
+            text = unique("late-reply-")
+            got_a, got_b, seen = await room.race(
+                {"type": "message", "message": text, "parent_id": root},
+                {"type": "delete", "id": root},
+            )
+            assert _errors(got_b) == [], got_b
+            stored = any(is_message(text)(frame) for frame in got_a)
+            assert _errors(got_a) == ([] if stored else ["not_found"]), got_a
+            assert any(is_message(text)(frame) for frame in seen) == stored, seen
+            assert len(_of(seen, "chat.message.deleted", root)) == 1, seen
+            raced[root] = text if stored else ""
+    rows = _rows(tenant, list(raced))
+    replies = in_tenant(
+        tenant,
+        lambda: {
+            parent: created
+            for parent, created in Message.objects.filter(parent_id__in=list(raced)).values_list(
+                "parent_id", "created_at"
+            )
+        },
+    )
+    for root, text in raced.items():
+        assert rows[root]["reply_count"] == (1 if text else 0), rows[root]
+        assert (root in replies) == bool(text)
+        if text:
+            assert replies[root] < rows[root]["deleted_at"]
+    print("reply/delete outcomes:", Counter("stored" if t else "refused" for t in raced.values()))
