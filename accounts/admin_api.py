@@ -19,6 +19,11 @@ from tenants.context import current_schema
 User = get_user_model()
 
 
+def _username_taken() -> ValidationError:
+    # The words of the serializer's own uniqueness check, which lost a race to this one.
+    return ValidationError({"username": ["A user with that username already exists."]})
+
+
 class UserSerializer(serializers.ModelSerializer):
     is_admin = serializers.BooleanField(source="is_staff", required=False)
     password = serializers.CharField(
@@ -69,25 +74,31 @@ class UserViewSet(
 
     def perform_create(self, serializer: Any) -> None:
         data = serializer.validated_data
-        serializer.instance = services.user_create(
-            schema_name=current_schema(),
-            username=data["username"],
-            password=data["password"],
-            is_admin=data.get("is_staff", False),
-        )
+        try:
+            serializer.instance = services.user_create(
+                schema_name=current_schema(),
+                username=data["username"],
+                password=data["password"],
+                is_admin=data.get("is_staff", False),
+            )
+        except services.UsernameTaken as exc:
+            raise _username_taken() from exc
 
     def perform_update(self, serializer: Any) -> None:
         data = serializer.validated_data
         if data.get("is_active") is False and serializer.instance.pk == self.request.user.pk:
             raise ValidationError({"is_active": ["You cannot deactivate yourself."]})
-        serializer.instance = services.user_update(
-            schema_name=current_schema(),
-            user=serializer.instance,
-            username=data.get("username"),
-            password=data.get("password"),
-            is_admin=data.get("is_staff"),
-            is_active=data.get("is_active"),
-        )
+        try:
+            serializer.instance = services.user_update(
+                schema_name=current_schema(),
+                user=serializer.instance,
+                username=data.get("username"),
+                password=data.get("password"),
+                is_admin=data.get("is_staff"),
+                is_active=data.get("is_active"),
+            )
+        except services.UsernameTaken as exc:
+            raise _username_taken() from exc
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         user = self.get_object()

@@ -6,7 +6,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from chat import events
@@ -15,15 +15,24 @@ from integrations import webhooks
 from tenants.context import run_in_schema
 
 
+class UsernameTaken(Exception):
+    """Another user holds (or has just taken) this username: a 400 naming `username`."""
+
+
 def user_create(*, schema_name: str, username: str, password: str, is_admin: bool = False) -> Any:
-    """Create an active user in the tenant's schema."""
+    """Create an active user in the tenant's schema. Raises UsernameTaken when the name is
+    another user's, also one created at the same moment (the serializer's uniqueness check
+    cannot see a concurrent request's uncommitted row; the UNIQUE index can)."""
 
     def create() -> Any:
-        with transaction.atomic():
-            user = get_user_model().objects.create_user(
-                username=username, password=password, is_staff=is_admin
-            )
-            webhooks.record("user.created", lambda: webhooks.user_data(user))
+        try:
+            with transaction.atomic():
+                user = get_user_model().objects.create_user(
+                    username=username, password=password, is_staff=is_admin
+                )
+                webhooks.record("user.created", lambda: webhooks.user_data(user))
+        except IntegrityError:
+            raise UsernameTaken(username) from None
         return user
 
     return run_in_schema(schema_name, create)
@@ -38,7 +47,8 @@ def user_update(
     is_admin: bool | None = None,
     is_active: bool | None = None,
 ) -> Any:
-    """Change a user; turning `is_active` off is a deactivation (see `user_deactivate`)."""
+    """Change a user; turning `is_active` off is a deactivation (see `user_deactivate`).
+    Raises UsernameTaken for a rename onto another user's name (see `user_create`)."""
 
     def update() -> Any:
         if username is not None:
@@ -49,7 +59,11 @@ def user_update(
             user.is_staff = is_admin
         if is_active is True:
             user.is_active = True
-        user.save()
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            raise UsernameTaken(user.get_username()) from None
         return user
 
     updated = run_in_schema(schema_name, update)

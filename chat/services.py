@@ -598,24 +598,34 @@ def _change_message(
 
     "Admin" and "active" are read from the database in the same query as the message, not
     from the `Actor` (a socket's copy of its handshake): a demoted admin loses the right at
-    once, and a deactivated user edits nothing."""
+    once, and a deactivated user edits nothing.
+
+    Concurrent changes of one message (two deletes, an edit racing a delete, from any
+    sockets or pods) are decided by PostgreSQL: the message row is read FOR UPDATE in the
+    transaction that changes it, so the second change waits for the first to commit, and
+    PostgreSQL then re-checks `deleted_at IS NULL` on the row as the first left it. A
+    message is deleted once (one frame, one `message.deleted` event, the root's
+    `reply_count` lowered once) and never edited after its deletion: the loser gets
+    not_found. Reactions take the same lock (`_react`), and a reply's trigger takes the
+    root's (chat/migrations/0003), so neither lands on a message deleted before it."""
     actor_row = get_user_model().objects.filter(pk=actor.id, is_active=True)
-    message = (
-        Message.objects.select_related("user")
-        .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
-        .annotate(
-            actor_active=Exists(actor_row),
-            actor_admin=Exists(actor_row.filter(is_staff=True)),
-        )
-        .first()
-    )
-    if message is None:
-        raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.")
-    if not message.actor_active:  # type: ignore[attr-defined]
-        raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
-    if message.user_id != actor.id and not message.actor_admin:  # type: ignore[attr-defined]
-        raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
     with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=message_id, room_id=room_id, deleted_at__isnull=True)
+            .annotate(
+                actor_active=Exists(actor_row),
+                actor_admin=Exists(actor_row.filter(is_staff=True)),
+            )
+            .first()
+        )
+        if message is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.")
+        if not message.actor_active:  # type: ignore[attr-defined]
+            raise ChatError(ErrorCode.UNAUTHORIZED, "User is deactivated.")
+        if message.user_id != actor.id and not message.actor_admin:  # type: ignore[attr-defined]
+            raise ChatError(ErrorCode.FORBIDDEN, "Only the author or a tenant admin may do this.")
         if body is None:
             from chat import attachments  # imports this module
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import jwt
+from django import db
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
@@ -58,35 +59,70 @@ def external_user(
 ) -> tuple[Any, bool]:
     """The active user with this external id, created on first use (username defaults to the
     external id; a username that an unrelated user holds is refused, never taken over).
-    Given `username` / `is_admin` are applied to an existing user. Returns (user, created)."""
-    User = get_user_model()
-    identity = ExternalIdentity.objects.select_related("user").filter(external_id=external_id)
-    found = identity.first()
-    if found is not None:
-        user = found.user
-        if not user.is_active:
-            raise IdentityError("user", "This user is deactivated.")
-        changed = []
-        if username is not None and username != user.get_username():
-            user.username = _clean_username(username)
-            changed.append("username")
-        if is_admin is not None and is_admin != user.is_staff:
-            user.is_staff = is_admin
-            changed.append("is_staff")
-        if changed:
-            if "username" in changed and User.objects.filter(username=user.username).exists():
-                raise IdentityError("username", "A user with that username already exists.")
-            user.save(update_fields=changed)
-        return user, False
-    user_create_budget_spend(current_schema())  # USER_CREATE_RATE: 429 / 4429 when spent
-    name = _clean_username(username if username is not None else external_id)
-    with transaction.atomic():
-        if User.objects.filter(username=name).exists():
+    Given `username` / `is_admin` are applied to an existing user. Returns (user, created).
+
+    Many first uses at once (a first login over REST and WebSocket, on any pods) make one
+    user: the losers of the INSERT find the winner's identity and use it."""
+    found = _identity(external_id)
+    if found is None:
+        user_create_budget_spend(current_schema())  # USER_CREATE_RATE: 429 / 4429 when spent
+        name = _clean_username(username if username is not None else external_id)
+        user = _create_external_user(external_id, name, bool(is_admin))
+        if user is not None:
+            return user, True
+        found = _identity(external_id)
+        if found is None:  # the username is an unrelated user's, made at the same moment
             raise IdentityError("username", "A user with that username already exists.")
-        user = User.objects.create_user(username=name, password=None, is_staff=bool(is_admin))
-        ExternalIdentity.objects.create(user=user, external_id=external_id)
-        webhooks.record("user.created", lambda: webhooks.user_data(user))
-    return user, True
+    return _update_external_user(found.user, username=username, is_admin=is_admin), False
+
+
+def _identity(external_id: str) -> ExternalIdentity | None:
+    return ExternalIdentity.objects.select_related("user").filter(external_id=external_id).first()
+
+
+def _create_external_user(external_id: str, name: str, is_admin: bool) -> Any | None:
+    """The new user with its identity and `user.created` event, or None when a concurrent
+    first use (or an unrelated user) got the external id or the username first.
+
+    The INSERT of a UNIQUE value that another transaction is inserting waits for it to end,
+    and fails only once that one committed: so after the IntegrityError the winner's rows
+    are visible to the next statement (READ COMMITTED). The savepoint keeps a caller's
+    transaction usable."""
+    User = get_user_model()
+    if User.objects.filter(username=name).exists():
+        return None
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=name, password=None, is_staff=is_admin)
+            ExternalIdentity.objects.create(user=user, external_id=external_id)
+            webhooks.record("user.created", lambda: webhooks.user_data(user))
+    except db.IntegrityError:
+        return None
+    return user
+
+
+def _update_external_user(user: Any, *, username: str | None, is_admin: bool | None) -> Any:
+    if not user.is_active:
+        raise IdentityError("user", "This user is deactivated.")
+    changed = []
+    if username is not None and username != user.get_username():
+        user.username = _clean_username(username)
+        changed.append("username")
+    if is_admin is not None and is_admin != user.is_staff:
+        user.is_staff = is_admin
+        changed.append("is_staff")
+    if not changed:
+        return user
+    taken = IdentityError("username", "A user with that username already exists.")
+    User = get_user_model()
+    if "username" in changed and User.objects.filter(username=user.username).exists():
+        raise taken
+    try:
+        with transaction.atomic():  # another user renamed to the same name at this moment
+            user.save(update_fields=changed)
+    except db.IntegrityError:
+        raise taken from None
+    return user
 
 
 # --- tokens signed by the tenant's backend -----------------------------------------------

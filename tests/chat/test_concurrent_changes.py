@@ -1,0 +1,383 @@
+"""PROTOCOL section 6, "Concurrent changes", on real processes: two uvicorn pods, two sockets
+that send their change of one message at the same moment, and a third member's socket that
+counts what the room was told.
+
+Each race runs ROUNDS times. A round ends with a ping on both racing sockets (a consumer
+handles its frames in order, so the pong comes after its change was stored and published)
+and then a fence message from the pod that the observer is NOT on: a frame from another pod
+reaches the observer through Redis, in the order of the PUBLISHes, so every frame of the
+round is in front of the fence (a frame of the observer's own pod is delivered at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import (
+    LiveServer,
+    TenantInfo,
+    make_user_in,
+    start_server,
+    tokens_for,
+    unique,
+)
+from tests.realtime_helpers import (
+    Frame,
+    Sockets,
+    fence,
+    frames_until,
+    in_tenant,
+    is_message,
+    of_type,
+    rest_history,
+    room_path,
+    send,
+)
+from tests.support import ws_connect
+
+ROUNDS = 20
+# Both racing sockets write several frames a round: the per-socket budget is not under test.
+FAST = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "ROOM_CREATE_RATE": "1000/min"}
+
+
+@dataclass(frozen=True)
+class Hooked:
+    tenant: TenantInfo
+    webhook_id: int
+
+
+@pytest.fixture(scope="module")
+def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
+    """The tenant with a webhook for the events counted here, for this module only (its
+    deliveries are counted as rows; no receiver runs)."""
+
+    def hook() -> int:
+        from integrations import webhooks
+        from integrations.models import Webhook
+
+        return Webhook.objects.create(
+            url="http://127.0.0.1:9/hook",
+            events=["message.deleted", "message.edited", "reaction.added", "room.created"],
+            secret=webhooks.new_secret(),
+        ).pk
+
+    def unhook() -> None:
+        from integrations.models import Webhook
+
+        Webhook.objects.filter(pk=webhook_id).delete()
+
+    with django_db_blocker.unblock():
+        webhook_id = in_tenant(tenant_a, hook)
+    yield Hooked(tenant_a, webhook_id)
+    with django_db_blocker.unblock():
+        in_tenant(tenant_a, unhook)
+
+
+@pytest.fixture(scope="module")
+def pods(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    tmp = tmp_path_factory.mktemp("races")
+    first = start_server(tmp, **FAST)
+    try:
+        second = start_server(tmp, **FAST)
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+class Room:
+    """The author on pod A, an admin on pod B (either may change the author's messages)
+    and an observer on pod A."""
+
+    def __init__(self, sockets: Sockets, pods: tuple[LiveServer, LiveServer], tenant: TenantInfo):
+        self.sockets, self.pods, self.tenant = sockets, pods, tenant
+        self.slug = unique("race_")
+        self.author = make_user_in(tenant)
+        self.admin = make_user_in(tenant, is_admin=True)
+        self.member = make_user_in(tenant)
+
+    async def open(self) -> None:
+        pod_a, pod_b = self.pods
+        self.a = await self.sockets.room(pod_a, self.author, self.slug)
+        self.b = await self.sockets.room(pod_b, self.admin, self.slug)
+        self.observer = await self.sockets.room(pod_a, self.member, self.slug)
+        for ws in (self.a, self.b, self.observer):
+            await frames_until(ws, of_type("presence"))
+
+    async def post(self, text: str, parent_id: int | None = None) -> Frame:
+        """A message by the author, once every socket has it."""
+        frame: Frame = {"type": "message", "message": text}
+        if parent_id is not None:
+            frame["parent_id"] = parent_id
+        await send(self.a, frame)
+        stored = (await frames_until(self.a, is_message(text)))[-1]
+        for ws in (self.b, self.observer):
+            await frames_until(ws, is_message(text))
+        return stored
+
+    async def race(
+        self, frame_a: Frame, frame_b: Frame
+    ) -> tuple[list[Frame], list[Frame], list[Frame]]:
+        """Send both frames at the same moment; returns what A, B and the observer got for it."""
+
+        async def change(ws: Any, frame: Frame) -> None:
+            await ws.send(json.dumps(frame))
+            await send(ws, {"type": "ping"})
+
+        await asyncio.gather(change(self.a, frame_a), change(self.b, frame_b))
+        got_a, got_b = await asyncio.gather(
+            frames_until(self.a, of_type("pong")), frames_until(self.b, of_type("pong"))
+        )
+        _, seen = await fence(self.b, self.observer)
+        return got_a, got_b, seen
+
+
+def _errors(frames: list[Frame]) -> list[str]:
+    return [frame["code"] for frame in frames if frame.get("type") == "error"]
+
+
+def _of(frames: list[Frame], frame_type: str, message_id: int) -> list[Frame]:
+    return [f for f in frames if f.get("type") == frame_type and f.get("id") == message_id]
+
+
+def _rows(tenant: TenantInfo, ids: list[int]) -> dict[int, dict[str, Any]]:
+    from chat.models import Message
+
+    return in_tenant(
+        tenant,
+        lambda: {
+            row["id"]: row
+            for row in Message.objects.filter(pk__in=ids).values(
+                "id", "body", "edited_at", "deleted_at", "reply_count", "reactions"
+            )
+        },
+    )
+
+
+def _deliveries(hooked: Hooked, event: str) -> Counter[int]:
+    """How many deliveries of `event` to the module's webhook name each message id."""
+    from integrations.models import Delivery
+
+    bodies = in_tenant(
+        hooked.tenant,
+        lambda: list(
+            Delivery.objects.filter(webhook_id=hooked.webhook_id, event=event).values_list(
+                "body", flat=True
+            )
+        ),
+    )
+    counted: Counter[int] = Counter()
+    for body in bodies:
+        data = json.loads(body)["data"]
+        counted[data["message"]["id"] if "message" in data else data["message_id"]] += 1
+    return counted
+
+
+async def test_two_deletes_of_one_reply_from_two_pods_delete_it_once(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    tenant = hooked.tenant
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        root = await room.post(unique("root-"))
+        kept = [(await room.post(unique("kept-"), root["id"]))["id"] for _ in range(2)]
+        replies: list[int] = []
+        for _ in range(ROUNDS):
+            reply = (await room.post(unique("reply-"), root["id"]))["id"]
+            replies.append(reply)
+            delete = {"type": "delete", "id": reply}
+            got_a, got_b, seen = await room.race(delete, delete)
+            outcomes = sorted(_errors(got_a) + _errors(got_b))
+            assert outcomes == ["not_found"], (reply, got_a, got_b)
+            assert len(_of(seen, "chat.message.deleted", reply)) == 1, seen
+    rows = _rows(tenant, [root["id"], *kept, *replies])
+    assert rows[root["id"]]["reply_count"] == len(kept)
+    assert all(rows[reply]["deleted_at"] is not None for reply in replies)
+    deleted_events = _deliveries(hooked, "message.deleted")
+    assert [deleted_events[reply] for reply in replies] == [1] * ROUNDS
+    history = [m for m in rest_history(pods[1], room.member, room.slug) if m["id"] == root["id"]]
+    assert history[0]["reply_count"] == len(kept)
+
+
+async def test_an_edit_racing_a_delete_never_edits_the_deleted_message(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    tenant = hooked.tenant
+    outcomes: Counter[str] = Counter()
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        root = await room.post(unique("root-"))
+        raced: dict[int, tuple[str, str, bool]] = {}
+        for n in range(ROUNDS):
+            original = unique("before-")
+            target = (await room.post(original, root["id"] if n % 2 else None))["id"]
+            edited = unique("after-")
+            got_a, got_b, seen = await room.race(
+                {"type": "edit", "id": target, "message": edited}, {"type": "delete", "id": target}
+            )
+            assert _errors(got_b) == [], got_b  # a delete after an edit still deletes
+            edit_lost = _errors(got_a) == ["not_found"]
+            assert edit_lost or _errors(got_a) == [], got_a
+            outcomes["edit lost" if edit_lost else "edit first"] += 1
+            raced[target] = (original, edited, edit_lost)
+            assert len(_of(seen, "chat.message.deleted", target)) == 1, seen
+            assert len(_of(seen, "chat.message.edited", target)) == (0 if edit_lost else 1), seen
+    rows = _rows(tenant, [root["id"], *raced])
+    edited_events = _deliveries(hooked, "message.edited")
+    for target, (original, edited, edit_lost) in raced.items():
+        row = rows[target]
+        assert row["deleted_at"] is not None
+        if edit_lost:
+            assert (row["body"], row["edited_at"]) == (original, None), row
+            assert edited_events[target] == 0
+        else:
+            # The edit committed before the delete read the row: it is an edit of a live
+            # message, earlier than the deletion.
+            assert row["body"] == edited and row["edited_at"] < row["deleted_at"], row
+            assert edited_events[target] == 1
+    assert _deliveries(hooked, "message.deleted")[root["id"]] == 0
+    assert [_deliveries(hooked, "message.deleted")[t] for t in raced] == [1] * ROUNDS
+    assert rows[root["id"]]["reply_count"] == 0
+    print("edit/delete outcomes:", dict(outcomes))
+
+
+async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    tenant = hooked.tenant
+    from chat.models import Reaction
+
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        raced: dict[int, bool] = {}
+        for _ in range(ROUNDS):
+            target = (await room.post(unique("react-")))["id"]
+            got_a, got_b, seen = await room.race(
+                {"type": "react", "id": target, "emoji": "+1"}, {"type": "delete", "id": target}
+            )
+            assert _errors(got_b) == [], got_b
+            react_lost = _errors(got_a) == ["not_found"]
+            assert react_lost or _errors(got_a) == [], got_a
+            raced[target] = react_lost
+            assert len(_of(seen, "chat.reaction", target)) == (0 if react_lost else 1), seen
+    rows = _rows(tenant, list(raced))
+    reacted = in_tenant(
+        tenant,
+        lambda: dict(
+            Reaction.objects.filter(message_id__in=list(raced)).values_list(
+                "message_id", "created_at"
+            )
+        ),
+    )
+    added_events = _deliveries(hooked, "reaction.added")
+    for target, react_lost in raced.items():
+        row = rows[target]
+        if react_lost:
+            assert target not in reacted and row["reactions"] == {} and not added_events[target]
+        else:
+            assert reacted[target] < row["deleted_at"] and row["reactions"] == {"+1": 1}
+            assert added_events[target] == 1
+
+
+async def test_many_first_joins_of_a_missing_room_make_one_room(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    """ "Joining a room that does not exist creates it": eight first joins at once, on both
+    pods, all get in, and there is one room, reported once."""
+    from chat.models import Room
+    from integrations.models import Delivery
+
+    tenant = hooked.tenant
+    users = [make_user_in(tenant) for _ in range(8)]
+    tokens = [tokens_for(user)["access"] for user in users]
+    slugs = [unique("first_") for _ in range(ROUNDS // 2)]
+    for slug in slugs:
+        start = asyncio.Event()
+
+        async def join(n: int, slug: str = slug, start: asyncio.Event = start) -> Frame:
+            await start.wait()
+            ws = await ws_connect(pods[n % 2].ws_url, tenant.domain, room_path(slug, tokens[n]))
+            try:
+                return (await frames_until(ws, of_type("presence")))[-1]
+            except websockets.ConnectionClosed:
+                return {"closed": ws.close_code}
+            finally:
+                await ws.close()
+
+        tasks = [asyncio.create_task(join(n)) for n in range(len(users))]
+        await asyncio.sleep(0)
+        start.set()
+        frames = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+        assert [frame.get("type") for frame in frames] == ["presence"] * len(users), frames
+    made = in_tenant(
+        tenant, lambda: Counter(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+    )
+    bodies = in_tenant(
+        tenant,
+        lambda: list(
+            Delivery.objects.filter(webhook_id=hooked.webhook_id, event="room.created").values_list(
+                "body", flat=True
+            )
+        ),
+    )
+    reported = Counter(json.loads(body)["data"]["room"]["slug"] for body in bodies)
+    assert [(made[slug], reported[slug]) for slug in slugs] == [(1, 1)] * len(slugs)
+
+
+async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refused(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+) -> None:
+    """The seq trigger counts a reply on its root under the root's row lock, re-checking that
+    the root is live: a reply either lands before the deletion (and is counted) or is
+    `not_found`; it is never stored under a root deleted before it."""
+    from chat.models import Message
+
+    tenant = hooked.tenant
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        raced: dict[int, str] = {}
+        for _ in range(ROUNDS):
+            root = (await room.post(unique("root-")))["id"]
+            text = unique("late-reply-")
+            got_a, got_b, seen = await room.race(
+                {"type": "message", "message": text, "parent_id": root},
+                {"type": "delete", "id": root},
+            )
+            assert _errors(got_b) == [], got_b
+            stored = any(is_message(text)(frame) for frame in got_a)
+            assert _errors(got_a) == ([] if stored else ["not_found"]), got_a
+            assert any(is_message(text)(frame) for frame in seen) == stored, seen
+            assert len(_of(seen, "chat.message.deleted", root)) == 1, seen
+            raced[root] = text if stored else ""
+    rows = _rows(tenant, list(raced))
+    replies = in_tenant(
+        tenant,
+        lambda: {
+            parent: created
+            for parent, created in Message.objects.filter(parent_id__in=list(raced)).values_list(
+                "parent_id", "created_at"
+            )
+        },
+    )
+    for root, text in raced.items():
+        assert rows[root]["reply_count"] == (1 if text else 0), rows[root]
+        assert (root in replies) == bool(text)
+        if text:
+            assert replies[root] < rows[root]["deleted_at"]
+    print("reply/delete outcomes:", Counter("stored" if t else "refused" for t in raced.values()))
