@@ -104,6 +104,41 @@ def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
         _drop_database(TEST_DATABASE_URL)
 
 
+_POOL_FAILURES = ("couldn't get a connection", "PoolTimeout", "too many clients")
+
+
+def _connection_census() -> str:
+    """This process's pool figures and who holds the server's connections (by
+    application_name and state), read on a connection of its own outside the pool."""
+    lines = []
+    for conn in connections.all():
+        pool = getattr(conn, "_connection_pools", {}).get(conn.alias)
+        if pool is not None:
+            lines.append(f"this process's pool ({conn.alias}): {pool.get_stats()}")
+    try:
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=3) as admin:
+            limit = admin.execute("SHOW max_connections").fetchone()
+            lines.append(f"max_connections: {limit[0] if limit else '?'}")
+            for name, state, count in admin.execute(
+                "SELECT application_name, state, count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' GROUP BY 1, 2 ORDER BY 3 DESC"
+            ).fetchall():
+                lines.append(f"  {count:4d}  {state or '-':<22} {name or '(unnamed)'}")
+    except psycopg.Error as exc:
+        lines.append(f"pg_stat_activity could not be read: {exc}")
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test that failed waiting for a PostgreSQL connection carries, in its report, the
+    census of who held the connections at that moment (issue 17, item 11)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and any(text in str(report.longrepr) for text in _POOL_FAILURES):
+        report.sections.append(("PostgreSQL connections at the failure", _connection_census()))
+
+
 @pytest.fixture(autouse=True)
 def _database(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     """Every test may use the (committed, never rolled back) test database."""
