@@ -2,9 +2,10 @@
 report, signed as Standard Webhooks says, and delivered by Procrastinate workers.
 
 `record` is the one hook the write services call. It inserts one `Delivery` per matching
-webhook and defers its job through Django's own connection (Procrastinate's Django
-connector), so the event, the job and the change commit or roll back together: no event for
-a rolled-back change, none lost for a committed one, whatever process dies when.
+webhook and wakes the tenant's drain (`integrations.tasks`) through Django's own connection
+(Procrastinate's Django connector), so the event, the wake-up and the change commit or roll
+back together: no event for a rolled-back change, none lost for a committed one, whatever
+process dies when.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def record(event: str, data: Data) -> None:
     tenant's schema. `data` may be a callable, built only when some webhook wants the event,
     so a tenant without webhooks pays one indexed query and nothing else."""
     from integrations.models import Delivery, Webhook
-    from integrations.tasks import defer_delivery
+    from integrations.tasks import wake
 
     assert event in EVENTS, event
     if not connection.in_atomic_block:
@@ -77,15 +78,13 @@ def record(event: str, data: Data) -> None:
         "data": data() if callable(data) else data,
     }
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    deliveries = Delivery.objects.bulk_create(
+    Delivery.objects.bulk_create(
         [
             Delivery(webhook_id=hook, event=event, message_id=f"msg_{uuid.uuid4().hex}", body=body)
             for hook in hooks
         ]
     )
-    schema_name = current_schema()
-    for delivery in deliveries:
-        defer_delivery(schema_name, delivery.webhook_id, delivery.pk, attempt=0, delay=0)
+    wake(current_schema())
 
 
 # --- payloads (section 5: `data` of each event) ---------------------------------------------
