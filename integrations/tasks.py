@@ -144,25 +144,30 @@ RETURNING holder
 class _Claim:
     attempts: list[_Attempt]
     active: bool  # this drain holds the tenant's lease; False: another does, or it let go
+    results: list[str]  # of the outcomes logged
 
 
-def _claim(holder: str, running: int, *, stop: bool) -> _Claim:
-    """Renew this drain's lease of the tenant and lease the next deliveries to attempt,
-    within both bounds. With none in flight here and none due, the lease is let go in the
-    same transaction (so a delivery committed before this runs is seen, and one committed
-    after finds the lease free for its own wake-up's drain); `stop` lets it go anyway."""
+def _claim(
+    schema_name: str, holder: str, outcomes: list[_Outcome], running: int, *, stop: bool
+) -> _Claim:
+    """Log the attempts finished here, renew this drain's lease of the tenant and lease the
+    next deliveries to attempt, within both bounds, in one transaction. With none in flight
+    here and none due, the lease is let go in the same transaction (so a delivery committed
+    before this runs is seen, and one committed after finds the lease free for its own
+    wake-up's drain); `stop` lets it go anyway."""
     with transaction.atomic(), connection.cursor() as cursor:
         # Claims of one tenant, from every worker process, one at a time: the bounds below
         # are counted, then filled, with nobody claiming in between.
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"webhook-claims:{current_schema()}"]
         )
+        results = _settle(schema_name, outcomes)
         cursor.execute(_LEASE_SQL, {"holder": holder, "seconds": DRAIN_LEASE_SECONDS})
         if cursor.fetchone() is None:
-            return _Claim([], active=False)
+            return _Claim([], active=False, results=results)
         if stop:
             _let_go(cursor, holder)
-            return _Claim([], active=False)
+            return _Claim([], active=False, results=results)
         cursor.execute(_BUSY_SQL)
         busy = {str(webhook_id): count for webhook_id, count in cursor.fetchall()}
         free = settings.WEBHOOK_TENANT_SLOTS - sum(busy.values())
@@ -180,8 +185,8 @@ def _claim(holder: str, running: int, *, stop: bool) -> _Claim:
             attempts = [_Attempt(*row) for row in cursor.fetchall()]
         if not attempts and not running and not _has_due():
             _let_go(cursor, holder)
-            return _Claim([], active=False)
-        return _Claim(attempts, active=True)
+            return _Claim([], active=False, results=results)
+        return _Claim(attempts, active=True, results=results)
 
 
 def _let_go(cursor: Any, holder: str) -> None:
@@ -206,37 +211,62 @@ def _has_due() -> bool:
     )
 
 
-def _finish(schema_name: str, delivery_id: int, status_code: int | None, error: str) -> str:
-    """Log the attempt and release its lease; delivered on a 2xx, else the next attempt is
-    due after its delay (its wake-up queued in the same transaction), or the delivery is
-    failed when the schedule is spent."""
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    delivery_id: int
+    status_code: int | None
+    error: str
+
+
+_SETTLED_FIELDS = ["attempts", "state", "leased_until", "due_at"]
+
+
+def _settle(schema_name: str, outcomes: list[_Outcome]) -> list[str]:
+    """Log finished attempts (one transaction for all) and release their leases: delivered on
+    a 2xx, else due again after its delay (a wake-up queued in the same transaction), or
+    failed when the schedule is spent. Returns each attempt's outcome."""
     from integrations.models import Delivery
 
+    if not outcomes:
+        return []
     with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None:
-            return "gone"
-        delivery.attempts.append(
-            {"at": timezone.now().isoformat(), "status_code": status_code, "error": error or None}
-        )
-        delivery.leased_until = None
-        fields = ["attempts", "state", "leased_until", "due_at"]
-        if delivery.state != Delivery.State.PENDING:
-            # Concluded meanwhile by a second attempt (this one outlived its lease): the log
-            # keeps both, the state stays.
-            delivery.save(update_fields=fields)
-            return "late"
-        schedule = settings.WEBHOOK_RETRY_SCHEDULE
-        failures = sum(1 for a in delivery.attempts if not _ok(a["status_code"]))
-        if _ok(status_code):
-            delivery.state = Delivery.State.DELIVERED
-        elif failures <= len(schedule):
-            delivery.due_at = timezone.now() + timedelta(seconds=schedule[failures - 1])
-            wake(schema_name, at=delivery.due_at)
-        else:
-            delivery.state = Delivery.State.FAILED
-        delivery.save(update_fields=fields)
-        return "retry" if delivery.state == Delivery.State.PENDING else str(delivery.state)
+        rows = {
+            d.pk: d
+            for d in Delivery.objects.select_for_update()
+            .filter(pk__in=[o.delivery_id for o in outcomes])
+            .order_by("pk")
+        }
+        results = [
+            _settle_one(schema_name, rows[o.delivery_id], o) if o.delivery_id in rows else "gone"
+            for o in outcomes
+        ]
+        Delivery.objects.bulk_update(rows.values(), _SETTLED_FIELDS)
+    return results
+
+
+def _settle_one(schema_name: str, delivery: Any, outcome: _Outcome) -> str:
+    from integrations.models import Delivery
+
+    now = timezone.now()
+    delivery.attempts.append(
+        {"at": now.isoformat(), "status_code": outcome.status_code, "error": outcome.error or None}
+    )
+    delivery.leased_until = None
+    if delivery.state != Delivery.State.PENDING:
+        # Concluded meanwhile by a second attempt (this one outlived its lease): the log
+        # keeps both, the state stays.
+        return "late"
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    failures = sum(1 for a in delivery.attempts if not _ok(a["status_code"]))
+    if _ok(outcome.status_code):
+        delivery.state = Delivery.State.DELIVERED
+        return "delivered"
+    if failures <= len(schedule):
+        delivery.due_at = now + timedelta(seconds=schedule[failures - 1])
+        wake(schema_name, at=delivery.due_at)
+        return "retry"
+    delivery.state = Delivery.State.FAILED
+    return "failed"
 
 
 def _ok(status_code: int | None) -> bool:
@@ -319,56 +349,73 @@ def _client() -> httpx.AsyncClient:
     return _CLIENT
 
 
-async def _attempt(schema_name: str, attempt: _Attempt) -> None:
+async def _attempt(attempt: _Attempt) -> _Outcome:
     status_code, error = await _post(_client(), attempt)
-    try:
-        outcome = await in_schema(
-            schema_name, _finish, schema_name, attempt.delivery_id, status_code, error
+    return _Outcome(attempt.delivery_id, status_code, error)
+
+
+def _count(outcomes: list[_Outcome], results: list[str]) -> None:
+    for outcome, result in zip(outcomes, results, strict=True):
+        WEBHOOK_DELIVERIES.labels(result).inc()
+        logger.info(
+            "webhook delivery %s attempt: %s (%s)",
+            outcome.delivery_id,
+            result,
+            outcome.status_code or outcome.error,
         )
-    except Exception:
-        # The database went away: the lease runs out and the sweep wakes a drain that makes
-        # the attempt again (same webhook-id), so nothing is left pending unseen.
-        logger.exception("webhook delivery %s: attempt not logged", attempt.delivery_id)
-        outcome = "unlogged"
-    WEBHOOK_DELIVERIES.labels(outcome).inc()
-    logger.info(
-        "webhook delivery %s attempt: %s (%s)", attempt.delivery_id, outcome, status_code or error
-    )
 
 
 @app.task(name=DRAIN_TASK)
 async def drain(schema_name: str) -> None:
     """Work the tenant's deliveries: attempt the due ones, several at once within the bounds,
-    and claim again as attempts finish (at least every CLAIM_POLL_SECONDS, so a new event
-    waits for no slow attempt), until none is due. One drain per tenant works at a time (the
-    lease); another one started meanwhile ends at once."""
+    and log finished attempts and claim again as they finish (at least every
+    CLAIM_POLL_SECONDS, so a new event waits for no slow attempt), until none is due. One
+    drain per tenant works at a time (the lease); another one started meanwhile ends at once."""
     holder = uuid.uuid4().hex
-    running: set[asyncio.Task[None]] = set()
+    running: set[asyncio.Task[_Outcome]] = set()
+    done: list[_Outcome] = []
     started = time.monotonic()
     try:
         while True:
             stop = time.monotonic() - started >= DRAIN_SECONDS
-            claim = await in_schema(schema_name, _claim, holder, len(running), stop=stop)
+            settled, done = done, []
+            try:
+                claim = await in_schema(
+                    schema_name, _claim, schema_name, holder, settled, len(running), stop=stop
+                )
+            except BaseException:
+                done = settled + done  # not logged: tried once more below
+                raise
+            _count(settled, claim.results)
             for attempt in claim.attempts:
-                running.add(asyncio.create_task(_attempt(schema_name, attempt)))
+                running.add(asyncio.create_task(_attempt(attempt)))
             if not claim.active:
                 if stop:  # hand over to a fresh job: a shutdown never waits on an endless one
                     await in_schema(schema_name, _wake_if_due, schema_name)
                 return
             # Claim again once half of what runs here is done, or after CLAIM_POLL_SECONDS:
-            # few claims under a burst, and a new event is seen soon whatever runs.
+            # few transactions under a burst, and a new event is seen soon whatever runs.
             deadline = time.monotonic() + CLAIM_POLL_SECONDS
             enough = len(running) // 2
             while running and len(running) > enough and (left := deadline - time.monotonic()) > 0:
-                _, running = await asyncio.wait(
+                finished, running = await asyncio.wait(
                     running, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-            if not running and not claim.attempts:
+                done.extend(task.result() for task in finished)
+            if not running and not claim.attempts and not done:
                 await asyncio.sleep(max(deadline - time.monotonic(), 0))
     finally:
-        # A claim that failed (database away): the attempts in flight finish and log first.
+        # Leaving early (a claim failed, the lease went to another drain, a hand-over): the
+        # attempts in flight finish and are logged. If that fails too (database away), their
+        # leases run out and the periodic wake-up has them attempted again.
         if running:
-            await asyncio.gather(*running, return_exceptions=True)
+            done.extend(await asyncio.gather(*running))
+        if done:
+            try:
+                _count(done, await in_schema(schema_name, _settle, schema_name, done))
+            except Exception:
+                logger.exception("webhook attempts not logged: %s", [o.delivery_id for o in done])
+                WEBHOOK_DELIVERIES.labels("unlogged").inc(len(done))
 
 
 @app.task(name="integrations.deliver")
