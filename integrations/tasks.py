@@ -93,6 +93,25 @@ def wake(schema_name: str, *, at: datetime | None = None) -> None:
             transaction.on_commit(lambda: wake(schema_name))
 
 
+def wake_after_commit(schema_name: str) -> None:
+    """`record`'s wake-up: once the change has committed, a drain, unless one holds the
+    tenant's lease: that one claims the new delivery at its next claim (at most
+    CLAIM_POLL_SECONDS away). Without this, every event of a busy tenant started a drain
+    job that found the lease taken, and their claims queued before the working drain's."""
+    transaction.on_commit(lambda: _wake_unless_draining(schema_name))
+
+
+def _wake_unless_draining(schema_name: str) -> None:
+    table = f"{connection.ops.quote_name(schema_name)}.integrations_drainlease"
+    with transaction.atomic(), connection.cursor() as cursor:
+        # FOR SHARE waits for a claim in progress (it updates the row): a drain letting go
+        # is seen as gone, and a drain that keeps it claims again after this commit.
+        cursor.execute(f"SELECT until > now() FROM {table} WHERE id = 1 FOR SHARE")
+        row = cursor.fetchone()
+    if not (row and row[0]):
+        wake(schema_name)
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     delivery_id: int

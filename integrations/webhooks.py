@@ -2,10 +2,11 @@
 report, signed as Standard Webhooks says, and delivered by Procrastinate workers.
 
 `record` is the one hook the write services call. It inserts one `Delivery` per matching
-webhook and wakes the tenant's drain (`integrations.tasks`) through Django's own connection
-(Procrastinate's Django connector), so the event, the wake-up and the change commit or roll
-back together: no event for a rolled-back change, none lost for a committed one, whatever
-process dies when.
+webhook in the transaction of the change, so the event and the change commit or roll back
+together: no event for a rolled-back change, none lost for a committed one, whatever process
+dies when. After the commit it wakes the tenant's drain (`integrations.tasks`) unless one is
+working; a wake-up lost to a process dying right after the commit is made up by the periodic
+`wake_due_deliveries`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def record(event: str, data: Data) -> None:
     tenant's schema. `data` may be a callable, built only when some webhook wants the event,
     so a tenant without webhooks pays one indexed query and nothing else."""
     from integrations.models import Delivery, Webhook
-    from integrations.tasks import wake
+    from integrations.tasks import wake_after_commit
 
     assert event in EVENTS, event
     if not connection.in_atomic_block:
@@ -84,7 +85,7 @@ def record(event: str, data: Data) -> None:
             for hook in hooks
         ]
     )
-    wake(current_schema())
+    wake_after_commit(current_schema())
 
 
 # --- payloads (section 5: `data` of each event) ---------------------------------------------
