@@ -44,8 +44,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
-from procrastinate import JobContext
+from procrastinate import App, JobContext
 from procrastinate.contrib.django import app
+from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
 from infra.metrics import WEBHOOK_DELIVERIES
@@ -82,15 +83,28 @@ def wake(schema_name: str, *, at: datetime | None = None) -> None:
         # A savepoint: the queueing lock's unique violation must not abort the caller's
         # transaction (the change being recorded).
         with transaction.atomic():
-            drain.configure(queueing_lock=lock, schedule_at=schedule_at).defer(
-                schema_name=schema_name
-            )
+            _deferrer().configure_task(
+                DRAIN_TASK, queueing_lock=lock, schedule_at=schedule_at
+            ).defer(schema_name=schema_name)
     except AlreadyEnqueued:
         # A drain is waiting, not started. It may still start before this transaction
         # commits and miss what it recorded: ask again after the commit, when a waiting
         # drain is certain to see it.
         if at is None and connection.in_atomic_block:
             transaction.on_commit(lambda: wake(schema_name))
+
+
+_DEFERRER: App | None = None
+
+
+def _deferrer() -> App:
+    """The app deferring through Django's own connection, in the worker too (whose app uses
+    an async psycopg pool: a synchronous defer from a database thread would run it on another
+    event loop), so a wake-up always joins the caller's transaction."""
+    global _DEFERRER
+    if _DEFERRER is None:
+        _DEFERRER = app.with_connector(DjangoConnector())
+    return _DEFERRER
 
 
 def wake_after_commit(schema_name: str) -> None:
