@@ -340,6 +340,12 @@ WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
 if WEBHOOK_DELIVERY_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("WEBHOOK_DELIVERY_RETENTION_DAYS must be 1 or more.")
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)  # an attempt without a 2xx by then fails
+# Attempts in flight at once, across all workers: per webhook (a burst goes out as fast as the
+# endpoint takes it) and per tenant (no tenant, no dead endpoint, holds more than its share).
+WEBHOOK_MAX_IN_FLIGHT = env_int("WEBHOOK_MAX_IN_FLIGHT", 10)
+WEBHOOK_TENANT_SLOTS = env_int("WEBHOOK_TENANT_SLOTS", 20)
+if WEBHOOK_MAX_IN_FLIGHT < 1 or WEBHOOK_TENANT_SLOTS < 1:
+    raise ImproperlyConfigured("WEBHOOK_MAX_IN_FLIGHT and WEBHOOK_TENANT_SLOTS must be 1 or more.")
 # Development only: webhooks may point at loopback, private and link-local addresses.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 # A worker that stopped updating its heartbeat for WEBHOOK_STALLED_SECONDS is dead (SIGKILL,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
 EXTERNAL_ID_MAX = 128
@@ -60,7 +61,13 @@ class Webhook(models.Model):
 
 
 class Delivery(models.Model):
-    """One event for one webhook, recorded in the transaction of the change it reports."""
+    """One event for one webhook, recorded in the transaction of the change it reports.
+
+    A pending delivery is attempted once `due_at` has passed, by whichever drain job of the
+    tenant claims it first (`integrations.tasks`); `leased_until` marks an attempt in flight
+    (claimed, not yet logged), so the per-webhook and per-tenant bounds are counted here,
+    across worker processes, and an attempt of a killed worker is taken up again once its
+    lease has run out."""
 
     class State(models.TextChoices):
         PENDING = "pending"
@@ -74,9 +81,37 @@ class Delivery(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.JSONField(default=list)  # [{at, status_code, error}]
     created_at = models.DateTimeField(auto_now_add=True)
+    due_at = models.DateTimeField(default=timezone.now)  # the next attempt may start then
+    leased_until = models.DateTimeField(null=True)  # an attempt is in flight until then
 
     class Meta:
-        indexes = [models.Index(fields=["webhook", "-id"])]
+        indexes = [
+            models.Index(fields=["webhook", "-id"]),
+            # A drain's claim: per webhook, the oldest due pending deliveries.
+            models.Index(
+                fields=["webhook", "due_at", "id"],
+                condition=models.Q(state="pending"),
+                name="integrations_delivery_due",
+            ),
+            # The attempts in flight (the bounds of a claim count them).
+            models.Index(
+                fields=["webhook"],
+                condition=models.Q(leased_until__isnull=False),
+                name="integrations_delivery_leased",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.message_id
+
+
+class DrainLease(models.Model):
+    """Which drain job works the tenant's deliveries now (at most one row): the holder
+    renews it at every claim, so one drain per tenant holds a worker slot, and a drain of a
+    killed worker is replaced once `until` has passed."""
+
+    holder = models.CharField(max_length=32)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.holder

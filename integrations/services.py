@@ -7,6 +7,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.serializers import TenantTokenObtainPairSerializer
@@ -16,7 +17,7 @@ from integrations import webhooks
 from integrations.identity import external_user
 from integrations.jwks import parse_public_jwk
 from integrations.models import ApiKey, Delivery, SigningKey, Webhook
-from integrations.tasks import defer_delivery
+from integrations.tasks import wake
 from tenants.context import run_in_schema
 
 
@@ -128,8 +129,10 @@ def delivery_retry(*, schema_name: str, delivery: Delivery) -> Delivery:
 
     def retry() -> Delivery:
         with transaction.atomic():
-            Delivery.objects.filter(pk=delivery.pk).update(state=Delivery.State.PENDING)
-            defer_delivery(schema_name, delivery.webhook_id, delivery.pk, attempt=0, delay=0)
+            Delivery.objects.filter(pk=delivery.pk).update(
+                state=Delivery.State.PENDING, due_at=timezone.now()
+            )
+            wake(schema_name)
         delivery.refresh_from_db()
         return delivery
 

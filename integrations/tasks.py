@@ -1,110 +1,315 @@
-"""Procrastinate tasks of webhook deliveries (run by `manage.py procrastinate worker`).
+"""Procrastinate tasks of webhook deliveries (run by `manage.py webhook_worker`).
 
-Fairness: every job of one webhook carries that webhook's Procrastinate `lock`, so a webhook
-has at most one request in flight; a slow or dead endpoint (each attempt is cut at
-WEBHOOK_TIMEOUT) holds one of the worker's `--concurrency` slots, never all of them, and
-other webhooks, other tenants' included, go on. Retries are new jobs, scheduled after the
-WEBHOOK_RETRY_SCHEDULE delay and given a lower priority the more attempts they had, so a retry
-waiting for its time never holds back a newer event of the same webhook (Procrastinate runs
-the jobs of one lock by priority, then in order).
+Delivery is an engine, not a queue of single POSTs. Procrastinate runs a job only when its
+`lock` is free and fetches a blocked job again only at its polling interval, so one job per
+delivery under one lock per webhook made a burst crawl at one delivery per poll (issue 17).
+Here the job is a *drain* of one tenant (`drain`): it claims that tenant's due deliveries
+from the `Delivery` rows (`_claim`) and posts them concurrently, claiming more as attempts
+finish, until none is due. The bounds are counted in PostgreSQL, so they hold across worker
+processes: at most WEBHOOK_MAX_IN_FLIGHT attempts in flight per webhook and
+WEBHOOK_TENANT_SLOTS per tenant (claims of one tenant are serialized by an advisory
+transaction lock; an attempt in flight is a row with `leased_until` set). A tenant therefore
+holds about one of a worker's `--concurrency` job slots and a bounded number of requests,
+whatever its endpoints do; an attempt, DNS look-up included, is cut at WEBHOOK_TIMEOUT.
+
+Wake-ups are Procrastinate jobs too: `record` defers an immediate drain in the change's
+transaction (a `queueing_lock` keeps one waiting per tenant), a failed attempt defers one at
+its retry time (WEBHOOK_RETRY_SCHEDULE), and `wake_due_deliveries` (every
+WEBHOOK_STALLED_CHECK_SECONDS) wakes any tenant that has a due, unclaimed delivery: the net
+under every failure path (PostgreSQL away while an attempt ran, a killed worker whose lease
+ran out, a lost wake-up), so no delivery stays pending with nothing scheduled.
+
+Attempts run concurrently, so deliveries may arrive out of order, and an attempt whose
+outcome could not be logged (worker killed, database away) is made again with the same
+`webhook-id`: receivers order by `data.message.seq` and dedupe by `webhook-id`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import socket
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name
-from procrastinate import JobContext
+from procrastinate import App, JobContext
 from procrastinate.contrib.django import app
+from procrastinate.contrib.django.django_connector import DjangoConnector
+from procrastinate.exceptions import AlreadyEnqueued
 
 from infra.metrics import WEBHOOK_DELIVERIES
 from integrations import webhooks
-from tenants.context import in_schema
+from tenants.context import current_schema, in_schema
 from tenants.selectors import tenant_schema_names
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "integrations.deliver"
+DRAIN_TASK = "integrations.drain"
 MAX_ERROR_CHARS = 200
+# An attempt is cut at WEBHOOK_TIMEOUT; its lease outlives that by the time its outcome
+# needs to be logged. Once a lease has run out, the delivery may be claimed again.
+LEASE_MARGIN_SECONDS = 5.0
+# A drain stops claiming after this long and hands over to a fresh job, so that a worker's
+# graceful shutdown never waits on a drain that a busy tenant keeps fed.
+DRAIN_SECONDS = 30.0
+# The drain's lease of its tenant outlives its renewals (one per claim) by this much: a drain
+# of a killed worker is replaced after it.
+DRAIN_LEASE_SECONDS = 5.0
+# A drain with attempts in flight claims again at least this often.
+CLAIM_POLL_SECONDS = 0.2
 
 
-def defer_delivery(
-    schema_name: str, webhook_id: int, delivery_id: int, *, attempt: int, delay: float
-) -> None:
-    """Queue one attempt of a delivery, through the caller's Django connection (and so in
-    the caller's transaction)."""
-    deliver.configure(
-        lock=f"webhook:{schema_name}:{webhook_id}",
-        priority=-attempt,
-        schedule_at=timezone.now() + timedelta(seconds=delay) if delay else None,
-    ).defer(schema_name=schema_name, delivery_id=delivery_id)
+def wake(schema_name: str, *, at: datetime | None = None) -> None:
+    """Make sure a drain of `schema_name`'s deliveries runs now (or at `at`): a job deferred
+    through the caller's Django connection, so in the caller's transaction."""
+    if at is None:
+        lock, schedule_at = f"webhooks:{schema_name}", None
+    else:  # one scheduled wake-up per tenant and second, however many retries fall in it
+        second = math.ceil(at.timestamp())
+        lock, schedule_at = f"webhooks:{schema_name}:{second}", datetime.fromtimestamp(second, UTC)
+    try:
+        # A savepoint: the queueing lock's unique violation must not abort the caller's
+        # transaction (the change being recorded).
+        with transaction.atomic():
+            _deferrer().configure_task(
+                DRAIN_TASK, queueing_lock=lock, schedule_at=schedule_at
+            ).defer(schema_name=schema_name)
+    except AlreadyEnqueued:
+        # A drain is waiting, not started. It may still start before this transaction
+        # commits and miss what it recorded: ask again after the commit, when a waiting
+        # drain is certain to see it.
+        if at is None and connection.in_atomic_block:
+            transaction.on_commit(lambda: wake(schema_name))
+
+
+_DEFERRER: App | None = None
+
+
+def _deferrer() -> App:
+    """The app deferring through Django's own connection, in the worker too (whose app uses
+    an async psycopg pool: a synchronous defer from a database thread would run it on another
+    event loop), so a wake-up always joins the caller's transaction."""
+    global _DEFERRER
+    if _DEFERRER is None:
+        _DEFERRER = app.with_connector(DjangoConnector())
+    return _DEFERRER
+
+
+def wake_after_commit(schema_name: str) -> None:
+    """`record`'s wake-up: once the change has committed, a drain, unless one holds the
+    tenant's lease: that one claims the new delivery at its next claim (at most
+    CLAIM_POLL_SECONDS away). Without this, every event of a busy tenant started a drain
+    job that found the lease taken, and their claims queued before the working drain's."""
+    transaction.on_commit(lambda: _wake_unless_draining(schema_name))
+
+
+def _wake_unless_draining(schema_name: str) -> None:
+    table = f"{connection.ops.quote_name(schema_name)}.integrations_drainlease"
+    with transaction.atomic(), connection.cursor() as cursor:
+        # FOR SHARE waits for a claim in progress (it updates the row): a drain letting go
+        # is seen as gone, and a drain that keeps it claims again after this commit.
+        cursor.execute(f"SELECT until > now() FROM {table} WHERE id = 1 FOR SHARE")
+        row = cursor.fetchone()
+    if not (row and row[0]):
+        wake(schema_name)
 
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
+    delivery_id: int
     url: str
     secret: str
     message_id: str
     body: str
 
 
-def _load(delivery_id: int) -> _Attempt | None:
-    from integrations.models import Delivery
+_BUSY_SQL = """
+SELECT webhook_id, count(*) FROM integrations_delivery
+WHERE leased_until IS NOT NULL AND leased_until > now() AND state = 'pending'
+GROUP BY webhook_id
+"""
 
-    delivery = (
-        Delivery.objects.select_related("webhook")
-        .filter(pk=delivery_id, state=Delivery.State.PENDING, webhook__is_active=True)
-        .first()
-    )
-    if delivery is None:
-        return None  # delivered meanwhile (a manual retry raced a scheduled one), or gone
-    return _Attempt(
-        delivery.webhook.url, delivery.webhook.secret, delivery.message_id, delivery.body
-    )
+# Per active webhook, its oldest due and unclaimed deliveries up to the free part of its bound
+# (an index range scan each), then the oldest of those up to the tenant's free slots.
+_CLAIM_SQL = """
+UPDATE integrations_delivery d SET leased_until = now() + %(lease)s * interval '1 second'
+FROM (
+    SELECT pick.id, w.url, w.secret
+    FROM integrations_webhook w
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.due_at FROM integrations_delivery c
+        WHERE c.webhook_id = w.id AND c.state = 'pending' AND c.due_at <= now()
+          AND (c.leased_until IS NULL OR c.leased_until <= now())
+        ORDER BY c.due_at, c.id
+        LIMIT greatest(%(per_webhook)s - coalesce((%(busy)s::jsonb ->> w.id::text)::int, 0), 0)
+    ) pick
+    WHERE w.is_active
+    ORDER BY pick.due_at, pick.id
+    LIMIT %(free)s
+) chosen
+WHERE d.id = chosen.id
+RETURNING d.id, chosen.url, chosen.secret, d.message_id, d.body
+"""
 
 
-def _finish(schema_name: str, delivery_id: int, status_code: int | None, error: str) -> str:
-    """Log the attempt; delivered on a 2xx, else the next attempt is queued in the same
-    transaction, or the delivery is failed when the schedule is spent."""
-    from integrations.models import Delivery
+_LEASE_SQL = """
+INSERT INTO integrations_drainlease (id, holder, until)
+VALUES (1, %(holder)s, now() + %(seconds)s * interval '1 second')
+ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, until = excluded.until
+WHERE integrations_drainlease.until < now() OR integrations_drainlease.holder = excluded.holder
+RETURNING holder
+"""
 
-    with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None:
-            return "gone"
-        delivery.attempts.append(
-            {"at": timezone.now().isoformat(), "status_code": status_code, "error": error or None}
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    attempts: list[_Attempt]
+    active: bool  # this drain holds the tenant's lease; False: another does, or it let go
+    results: list[str]  # of the outcomes logged
+
+
+def _claim(
+    schema_name: str, holder: str, outcomes: list[_Outcome], running: int, *, stop: bool
+) -> _Claim:
+    """Log the attempts finished here, renew this drain's lease of the tenant and lease the
+    next deliveries to attempt, within both bounds, in one transaction. With none in flight
+    here and none due, the lease is let go in the same transaction (so a delivery committed
+    before this runs is seen, and one committed after finds the lease free for its own
+    wake-up's drain); `stop` lets it go anyway."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Claims of one tenant, from every worker process, one at a time: the bounds below
+        # are counted, then filled, with nobody claiming in between.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"webhook-claims:{current_schema()}"]
         )
-        schedule = settings.WEBHOOK_RETRY_SCHEDULE
-        failures = sum(1 for a in delivery.attempts if not _ok(a["status_code"]))
-        if _ok(status_code):
-            delivery.state = Delivery.State.DELIVERED
-        elif failures <= len(schedule):
-            delivery.state = Delivery.State.PENDING
-            defer_delivery(
-                schema_name,
-                delivery.webhook_id,
-                delivery.pk,
-                attempt=failures,
-                delay=schedule[failures - 1],
+        results = _settle(schema_name, outcomes)
+        cursor.execute(_LEASE_SQL, {"holder": holder, "seconds": DRAIN_LEASE_SECONDS})
+        if cursor.fetchone() is None:
+            return _Claim([], active=False, results=results)
+        if stop:
+            _let_go(cursor, holder)
+            return _Claim([], active=False, results=results)
+        cursor.execute(_BUSY_SQL)
+        busy = {str(webhook_id): count for webhook_id, count in cursor.fetchall()}
+        free = settings.WEBHOOK_TENANT_SLOTS - sum(busy.values())
+        attempts: list[_Attempt] = []
+        if free > 0:
+            cursor.execute(
+                _CLAIM_SQL,
+                {
+                    "lease": settings.WEBHOOK_TIMEOUT + LEASE_MARGIN_SECONDS,
+                    "per_webhook": settings.WEBHOOK_MAX_IN_FLIGHT,
+                    "busy": json.dumps(busy),
+                    "free": free,
+                },
             )
-        else:
-            delivery.state = Delivery.State.FAILED
-        delivery.save(update_fields=["attempts", "state"])
-        return "retry" if delivery.state == Delivery.State.PENDING else str(delivery.state)
+            attempts = [_Attempt(*row) for row in cursor.fetchall()]
+        if not attempts and not running and not _has_due():
+            _let_go(cursor, holder)
+            return _Claim([], active=False, results=results)
+        return _Claim(attempts, active=True, results=results)
+
+
+def _let_go(cursor: Any, holder: str) -> None:
+    cursor.execute(
+        "UPDATE integrations_drainlease SET until = now() - interval '1 second' WHERE holder = %s",
+        [holder],
+    )
+
+
+def _has_due() -> bool:
+    """Whether the current tenant has a due pending delivery of an active webhook that no
+    attempt holds (the sweep's question)."""
+    from integrations.models import Delivery
+
+    now = timezone.now()
+    return (
+        Delivery.objects.filter(
+            state=Delivery.State.PENDING, due_at__lte=now, webhook__is_active=True
+        )
+        .exclude(leased_until__gt=now)
+        .exists()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    delivery_id: int
+    status_code: int | None
+    error: str
+
+
+_SETTLED_FIELDS = ["attempts", "state", "leased_until", "due_at"]
+
+
+def _settle(schema_name: str, outcomes: list[_Outcome]) -> list[str]:
+    """Log finished attempts (one transaction for all) and release their leases: delivered on
+    a 2xx, else due again after its delay (a wake-up queued in the same transaction), or
+    failed when the schedule is spent. Returns each attempt's outcome."""
+    from integrations.models import Delivery
+
+    if not outcomes:
+        return []
+    with transaction.atomic():
+        rows = {
+            d.pk: d
+            for d in Delivery.objects.select_for_update()
+            .filter(pk__in=[o.delivery_id for o in outcomes])
+            .order_by("pk")
+        }
+        results = [
+            _settle_one(schema_name, rows[o.delivery_id], o) if o.delivery_id in rows else "gone"
+            for o in outcomes
+        ]
+        Delivery.objects.bulk_update(rows.values(), _SETTLED_FIELDS)
+    return results
+
+
+def _settle_one(schema_name: str, delivery: Any, outcome: _Outcome) -> str:
+    from integrations.models import Delivery
+
+    now = timezone.now()
+    delivery.attempts.append(
+        {"at": now.isoformat(), "status_code": outcome.status_code, "error": outcome.error or None}
+    )
+    delivery.leased_until = None
+    if delivery.state != Delivery.State.PENDING:
+        # Concluded meanwhile by a second attempt (this one outlived its lease): the log
+        # keeps both, the state stays.
+        return "late"
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    failures = sum(1 for a in delivery.attempts if not _ok(a["status_code"]))
+    if _ok(outcome.status_code):
+        delivery.state = Delivery.State.DELIVERED
+        return "delivered"
+    if failures <= len(schedule):
+        delivery.due_at = now + timedelta(seconds=schedule[failures - 1])
+        wake(schema_name, at=delivery.due_at)
+        return "retry"
+    delivery.state = Delivery.State.FAILED
+    return "failed"
 
 
 def _ok(status_code: int | None) -> bool:
     return status_code is not None and 200 <= status_code < 300
+
+
+# getaddrinfo blocks a thread for as long as the resolver takes; the wait is cut at the
+# attempt's timeout, and these threads are the webhooks' own, so a hanging resolver can
+# never starve the loop's default executor.
+_DNS_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook-dns")
 
 
 async def _pinned_url(url: str) -> tuple[str, str]:
@@ -113,10 +318,12 @@ async def _pinned_url(url: str) -> tuple[str, str]:
     so a name that re-resolves to a private address after the save-time check (DNS
     rebinding) reaches nothing private."""
     scheme, host, port = webhooks.url_target(url)
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=0, proto=6)
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _DNS_THREADS, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM
+    )
     addresses = [str(info[4][0]) for info in infos]
     if not addresses or any(webhooks.address_refused(a) for a in addresses):
-        raise PermissionError("the URL resolves to a loopback, private or link-local address")
+        raise PermissionError("the URL resolves to a non-public address")
     address = addresses[0]
     netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     parts = urlsplit(url)
@@ -126,34 +333,36 @@ async def _pinned_url(url: str) -> tuple[str, str]:
 
 
 async def _post(client: httpx.AsyncClient, attempt: _Attempt) -> tuple[int | None, str]:
+    """One POST: (status code, error). Never raises: whatever goes wrong is a failed attempt
+    (a URL the client refuses, a refused address, no answer within WEBHOOK_TIMEOUT, which
+    covers the DNS look-up too)."""
     timestamp = int(time.time())
     try:
-        target, host_header = await _pinned_url(attempt.url)
-        headers = {
-            "host": host_header,
-            "content-type": "application/json",
-            "user-agent": "tenantchat-webhooks",
-            "webhook-id": attempt.message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": webhooks.signature(
-                attempt.secret, attempt.message_id, timestamp, attempt.body
-            ),
-        }
-        hostname = webhooks.url_target(attempt.url)[1]
         async with asyncio.timeout(settings.WEBHOOK_TIMEOUT):
+            target, host_header = await _pinned_url(attempt.url)
+            headers = {
+                "host": host_header,
+                "content-type": "application/json",
+                "user-agent": "tenantchat-webhooks",
+                "webhook-id": attempt.message_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": webhooks.signature(
+                    attempt.secret, attempt.message_id, timestamp, attempt.body
+                ),
+            }
             request = client.build_request(
                 "POST",
                 target,
                 content=attempt.body.encode(),
                 headers=headers,
-                extensions={"sni_hostname": hostname},
+                extensions={"sni_hostname": webhooks.url_target(attempt.url)[1]},
             )
             response = await client.send(request, stream=True)  # the body is never read
             await response.aclose()
         return response.status_code, "" if _ok(response.status_code) else "non-2xx answer"
     except TimeoutError:
         return None, f"no answer within {settings.WEBHOOK_TIMEOUT:g} s"
-    except (httpx.HTTPError, OSError, PermissionError, ValueError) as exc:
+    except Exception as exc:  # httpx.InvalidURL is no HTTPError: any failure is an attempt's
         return None, (str(exc) or type(exc).__name__)[:MAX_ERROR_CHARS]
 
 
@@ -164,20 +373,108 @@ def _client() -> httpx.AsyncClient:
     global _CLIENT
     if _CLIENT is None:
         # No redirects (a 3xx is a failed attempt: following it would skip the address check).
-        _CLIENT = httpx.AsyncClient(follow_redirects=False, timeout=settings.WEBHOOK_TIMEOUT)
+        # Keep-alive connections: a busy webhook's attempts reuse them.
+        _CLIENT = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=settings.WEBHOOK_TIMEOUT,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
     return _CLIENT
 
 
-@app.task(name=DELIVER_TASK)
-async def deliver(schema_name: str, delivery_id: int) -> None:
-    """One attempt of one delivery."""
-    attempt = await in_schema(schema_name, _load, delivery_id)
-    if attempt is None:
-        return
+async def _attempt(attempt: _Attempt) -> _Outcome:
     status_code, error = await _post(_client(), attempt)
-    outcome = await in_schema(schema_name, _finish, schema_name, delivery_id, status_code, error)
-    WEBHOOK_DELIVERIES.labels(outcome).inc()
-    logger.info("webhook delivery %s attempt: %s (%s)", delivery_id, outcome, status_code or error)
+    return _Outcome(attempt.delivery_id, status_code, error)
+
+
+def _count(outcomes: list[_Outcome], results: list[str]) -> None:
+    for outcome, result in zip(outcomes, results, strict=True):
+        WEBHOOK_DELIVERIES.labels(result).inc()
+        logger.info(
+            "webhook delivery %s attempt: %s (%s)",
+            outcome.delivery_id,
+            result,
+            outcome.status_code or outcome.error,
+        )
+
+
+@app.task(name=DRAIN_TASK)
+async def drain(schema_name: str) -> None:
+    """Work the tenant's deliveries: attempt the due ones, several at once within the bounds,
+    and log finished attempts and claim again as they finish (at least every
+    CLAIM_POLL_SECONDS, so a new event waits for no slow attempt), until none is due. One
+    drain per tenant works at a time (the lease); another one started meanwhile ends at once."""
+    holder = uuid.uuid4().hex
+    running: set[asyncio.Task[_Outcome]] = set()
+    done: list[_Outcome] = []
+    started = time.monotonic()
+    try:
+        while True:
+            stop = time.monotonic() - started >= DRAIN_SECONDS
+            settled, done = done, []
+            try:
+                claim = await in_schema(
+                    schema_name, _claim, schema_name, holder, settled, len(running), stop=stop
+                )
+            except BaseException:
+                done = settled + done  # not logged: tried once more below
+                raise
+            _count(settled, claim.results)
+            for attempt in claim.attempts:
+                running.add(asyncio.create_task(_attempt(attempt)))
+            if not claim.active:
+                if stop:  # hand over to a fresh job: a shutdown never waits on an endless one
+                    await in_schema(schema_name, _wake_if_due, schema_name)
+                return
+            # Claim again once half of what runs here is done, or after CLAIM_POLL_SECONDS:
+            # few transactions under a burst, and a new event is seen soon whatever runs.
+            deadline = time.monotonic() + CLAIM_POLL_SECONDS
+            enough = len(running) // 2
+            while running and len(running) > enough and (left := deadline - time.monotonic()) > 0:
+                finished, running = await asyncio.wait(
+                    running, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                done.extend(task.result() for task in finished)
+            if not running and not claim.attempts and not done:
+                await asyncio.sleep(max(deadline - time.monotonic(), 0))
+    finally:
+        # Leaving early (a claim failed, the lease went to another drain, a hand-over): the
+        # attempts in flight finish and are logged. If that fails too (database away), their
+        # leases run out and the periodic wake-up has them attempted again.
+        if running:
+            done.extend(await asyncio.gather(*running))
+        if done:
+            try:
+                _count(done, await in_schema(schema_name, _settle, schema_name, done))
+            except Exception:
+                logger.exception("webhook attempts not logged: %s", [o.delivery_id for o in done])
+                WEBHOOK_DELIVERIES.labels("unlogged").inc(len(done))
+
+
+@app.task(name="integrations.deliver")
+async def deliver(schema_name: str, delivery_id: int) -> None:
+    """A job of the former one-job-per-delivery scheme, still queued across an upgrade: the
+    tenant's drain takes the delivery."""
+    await in_schema(schema_name, wake, schema_name)
+
+
+def _wake_if_due(schema_name: str) -> bool:
+    if _has_due():
+        wake(schema_name)
+        return True
+    return False
+
+
+# croniter's sixth field is seconds: every WEBHOOK_STALLED_CHECK_SECONDS.
+@app.periodic(cron=f"* * * * * */{settings.WEBHOOK_STALLED_CHECK_SECONDS}")
+@app.task(name="integrations.wake_due_deliveries", queueing_lock="wake_due_deliveries")
+async def wake_due_deliveries(timestamp: int) -> int:
+    """Every tenant with a due delivery that no attempt holds gets a drain: the net under
+    every failure path (see the module docstring). Returns how many tenants were woken."""
+    woken = 0
+    for schema_name in await in_schema(get_public_schema_name(), tenant_schema_names):
+        woken += await in_schema(schema_name, _wake_if_due, schema_name)
+    return woken
 
 
 # croniter's sixth field is seconds: every WEBHOOK_STALLED_CHECK_SECONDS.

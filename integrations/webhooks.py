@@ -2,9 +2,11 @@
 report, signed as Standard Webhooks says, and delivered by Procrastinate workers.
 
 `record` is the one hook the write services call. It inserts one `Delivery` per matching
-webhook and defers its job through Django's own connection (Procrastinate's Django
-connector), so the event, the job and the change commit or roll back together: no event for
-a rolled-back change, none lost for a committed one, whatever process dies when.
+webhook in the transaction of the change, so the event and the change commit or roll back
+together: no event for a rolled-back change, none lost for a committed one, whatever process
+dies when. After the commit it wakes the tenant's drain (`integrations.tasks`) unless one is
+working; a wake-up lost to a process dying right after the commit is made up by the periodic
+`wake_due_deliveries`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
@@ -58,7 +61,7 @@ def record(event: str, data: Data) -> None:
     tenant's schema. `data` may be a callable, built only when some webhook wants the event,
     so a tenant without webhooks pays one indexed query and nothing else."""
     from integrations.models import Delivery, Webhook
-    from integrations.tasks import defer_delivery
+    from integrations.tasks import wake_after_commit
 
     assert event in EVENTS, event
     if not connection.in_atomic_block:
@@ -76,15 +79,13 @@ def record(event: str, data: Data) -> None:
         "data": data() if callable(data) else data,
     }
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    deliveries = Delivery.objects.bulk_create(
+    Delivery.objects.bulk_create(
         [
             Delivery(webhook_id=hook, event=event, message_id=f"msg_{uuid.uuid4().hex}", body=body)
             for hook in hooks
         ]
     )
-    schema_name = current_schema()
-    for delivery in deliveries:
-        defer_delivery(schema_name, delivery.webhook_id, delivery.pk, attempt=0, delay=0)
+    wake_after_commit(current_schema())
 
 
 # --- payloads (section 5: `data` of each event) ---------------------------------------------
@@ -153,15 +154,54 @@ def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
 # --- where a webhook may point --------------------------------------------------------------
 
 
+# NAT64 (RFC 6052) and 6to4 (RFC 3056) carry an IPv4 address inside an IPv6 one, and a gateway
+# forwards to it: Python 3.11's `ipaddress` calls them global whatever they embed, so the
+# embedded IPv4 is judged instead. The local-use NAT64 prefix (RFC 8215) may map to anything
+# of the operator's: refused whole. Teredo (2001::/32) is already non-global (2001::/23).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped, NAT64 or 6to4."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL or ip.is_site_local:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            return _public(embedded)
+    elif ip in _SHARED:
+        return False
+    return ip.is_global and not (
+        ip.is_multicast
+        or ip.is_reserved
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_unspecified
+    )
+
+
 def address_refused(address: str) -> bool:
-    """Loopback, private, link-local (and the other non-global ranges: unspecified,
-    multicast, reserved, shared CGNAT) are refused unless WEBHOOK_ALLOW_PRIVATE."""
+    """The address rule of section 5: loopback, private, link-local, shared (100.64.0.0/10),
+    unique-local, unspecified, multicast and reserved addresses, and IPv6 addresses that
+    embed one, are refused unless WEBHOOK_ALLOW_PRIVATE; so is anything that does not parse."""
     if settings.WEBHOOK_ALLOW_PRIVATE:
         return False
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone id (fe80::1%eth0) goes
+    except ValueError:
+        return True
+    return not _public(ip)
 
 
 def url_target(url: str) -> tuple[str, str, int]:
@@ -186,6 +226,11 @@ def url_problem(url: str) -> str | None:
     against the addresses then resolved: DNS rebinding)."""
     try:
         _, host, port = url_target(url)
+        # The HTTP client's own parser: what it refuses (a control character in the path,
+        # which Django's URL validator lets through) could never be attempted.
+        httpx.URL(url)
+    except httpx.InvalidURL:
+        return "is not a URL the HTTP client accepts (control characters?)."
     except ValueError as exc:
         return str(exc)
     try:
@@ -193,5 +238,5 @@ def url_problem(url: str) -> str | None:
     except (OSError, UnicodeError):
         return "The host does not resolve."
     if any(address_refused(a) for a in addresses):
-        return "resolves to a loopback, private or link-local address."
+        return "resolves to a loopback, private, link-local or otherwise non-public address."
     return None

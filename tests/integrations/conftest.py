@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -82,12 +84,16 @@ def tenant_y(make_tenant: Any) -> TenantInfo:
 
 @dataclass
 class Receiver:
-    """A real HTTP endpoint: answers `statuses` in turn (then 200), or never (blackhole)."""
+    """A real HTTP endpoint: answers `statuses` in turn (then 200), or never (blackhole: it
+    holds the request until the client gives up). Counts the requests it holds at once."""
 
     statuses: list[int] = field(default_factory=list)
     blackhole: bool = False
     delay_first: float = 0.0  # seconds the first request waits before its answer
+    delay: float = 0.0  # seconds every request waits before its answer
     calls: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
     server: ThreadingHTTPServer | None = None
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
@@ -108,18 +114,43 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers["content-length"]))
             with receiver.arrived:
                 receiver.calls.append(
-                    {"at": time.monotonic(), "headers": dict(self.headers), "body": body}
+                    {
+                        "at": time.monotonic(),
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
                 )
+                first = len(receiver.calls) == 1
+                receiver.in_flight += 1
+                receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
                 receiver.arrived.notify_all()
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
-            if receiver.blackhole:
-                time.sleep(30)
-                return
-            if receiver.delay_first and len(receiver.calls) == 1:
-                time.sleep(receiver.delay_first)
+            try:
+                if receiver.blackhole:
+                    self._until_client_leaves(30)
+                    return
+                if receiver.delay_first and first:
+                    time.sleep(receiver.delay_first)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+            finally:
+                with receiver.arrived:
+                    receiver.in_flight -= 1
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _until_client_leaves(self, at_most: float) -> None:
+            deadline = time.monotonic() + at_most
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([self.connection], [], [], 0.1)
+                if readable:
+                    try:
+                        if not self.connection.recv(1, socket.MSG_PEEK):
+                            return  # closed: the client gave up on this request
+                    except OSError:
+                        return
 
         def log_message(self, *args: Any) -> None:
             pass
