@@ -15,9 +15,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import ROOT, LiveServer, TenantInfo, free_port, server_env, start_server
+from tests.conftest import (
+    ROOT,
+    TEST_DATABASE_URL,
+    LiveServer,
+    TenantInfo,
+    free_port,
+    server_env,
+    start_server,
+)
 
 INTEGRATION_ENV = {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_RETRY_SCHEDULE": "1,1,1"}
 
@@ -46,6 +55,8 @@ def start_worker(tmp_dir: Path, **env: str) -> Worker:
     its own)."""
     log_path = tmp_dir / f"worker-{time.monotonic_ns()}.log"
     metrics_port = free_port()
+    database_url = env.get("DATABASE_URL", TEST_DATABASE_URL)
+    before = _last_worker_id(database_url)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -61,7 +72,27 @@ def start_worker(tmp_dir: Path, **env: str) -> Worker:
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    return Worker(process, log_path, metrics_port)
+    started = Worker(process, log_path, metrics_port)
+    # Ready once it has registered in procrastinate_workers (it fetches jobs from then on):
+    # a test's deadline must not include the worker's start-up, which took 10 s under load.
+    deadline = time.monotonic() + 60
+    while _last_worker_id(database_url) <= before:
+        if process.poll() is not None:
+            return started  # the caller sees it exited (and may start another, as a pod would)
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"webhook_worker did not register within 60 s:\n{started.log()}")
+        time.sleep(0.2)
+    return started
+
+
+def _last_worker_id(database_url: str) -> int:
+    try:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT COALESCE(max(id), 0) FROM procrastinate_workers").fetchone()
+    except psycopg.OperationalError:
+        return -1  # the database is not there (yet): not registered
+    return int(row[0]) if row else 0
 
 
 @pytest.fixture(scope="module")
