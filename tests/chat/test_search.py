@@ -105,6 +105,9 @@ def change(user: UserInfo, frame: dict[str, Any], body: str | None) -> None:
         )
 
 
+INSERT_BATCH = 1000
+
+
 def insert_rows(tenant: TenantInfo, slug: str, user: UserInfo, count: int, body_sql: str) -> None:
     """`count` messages in one INSERT ... SELECT (the seq trigger still numbers them);
     `body_sql` is an SQL expression of `i` (1..count)."""
@@ -116,11 +119,16 @@ def insert_rows(tenant: TenantInfo, slug: str, user: UserInfo, count: int, body_
     def insert() -> None:
         room, _ = Room.objects.get_or_create(slug=slug)
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO chat_message (room_id, user_id, body) "
-                f"SELECT %s, %s, {body_sql} FROM generate_series(1, %s) AS i",
-                [room.pk, user.id, count],
-            )
+            # At most INSERT_BATCH rows a statement (each one its own transaction): the seq
+            # trigger updates the room's row once per message, and PostgreSQL walks every
+            # version that one transaction made of a row to find the newest, so one INSERT of
+            # 30,000 messages took over 120 s of CPU (quadratic); batches keep it linear.
+            for first in range(1, count + 1, INSERT_BATCH):
+                cursor.execute(
+                    f"INSERT INTO chat_message (room_id, user_id, body) "
+                    f"SELECT %s, %s, {body_sql} FROM generate_series(%s, %s) AS i",
+                    [room.pk, user.id, first, min(first + INSERT_BATCH - 1, count)],
+                )
 
     blocking(lambda: run_in_schema(tenant.schema_name, insert))
 
