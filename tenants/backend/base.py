@@ -13,6 +13,28 @@ from __future__ import annotations
 from typing import Any
 
 from django_tenants.postgresql_backend.base import DatabaseWrapper as TenantsDatabaseWrapper
+from psycopg_pool import ConnectionPool
+
+
+def _sweeping_check(pool: ConnectionPool) -> Any:
+    """The pool's check of a connection before it is handed out; when one fails, every idle
+    connection of the pool is checked at once (psycopg_pool's public `check()`).
+
+    One dead connection means PostgreSQL most likely ended them all (a restart, a failover,
+    pg_terminate_backend). psycopg_pool's getconn sleeps with backoff (1 s, then 2 s, ...)
+    after each failed check before it pops the next connection, so a pool full of dead ones
+    made its waiters give up at DB_POOL_TIMEOUT (3 s) after two or three of them: the
+    "couldn't get a connection after 3.00 sec" of issue 17 item 11. After the sweep the next
+    pop is a live connection or a fresh one, after one backoff at most."""
+
+    def check(conn: Any) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            pool.check()
+            raise
+
+    return check
 
 
 class DatabaseWrapper(TenantsDatabaseWrapper):
@@ -21,6 +43,16 @@ class DatabaseWrapper(TenantsDatabaseWrapper):
     tenant: Any
     # What this connection's search_path really is, as far as we know (None: unknown).
     applied_search_paths: list[str] | None = None
+
+    @property
+    def pool(self) -> Any:
+        pool = super().pool
+        # psycopg_pool keeps the check it was built with in `_check` (Django builds the pool
+        # with ConnectionPool.check_connection); tests/tenants/test_stale_connections.py
+        # fails if that changes.
+        if pool is not None and getattr(pool, "_check", None) is ConnectionPool.check_connection:
+            pool._check = _sweeping_check(pool)
+        return pool
 
     def set_tenant(self, tenant: Any, include_public: bool = True) -> None:
         super().set_tenant(tenant, include_public)
