@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import subprocess
@@ -122,6 +123,9 @@ class Receiver:
     blackhole: bool = False
     delay_first: float = 0.0  # seconds the first request waits before its answer
     delay: float = 0.0  # seconds every request waits before its answer
+    keep_alive: bool = False  # HTTP/1.1 keep-alive (the default: one request a connection)
+    answer_body: bytes = b""  # sent with every answer
+    endless: bool = False  # the answer's body never ends (until the client leaves)
     calls: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -149,6 +153,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                         "at": time.monotonic(),
                         "path": self.path,
                         "headers": dict(self.headers),
+                        "peer": self.client_address,
                         "body": body,
                     }
                 )
@@ -169,8 +174,16 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 with receiver.arrived:
                     receiver.in_flight -= 1
             self.send_response(status)
-            self.send_header("content-length", "0")
+            if receiver.endless:
+                self.send_header("content-length", str(10**12))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    while True:
+                        self.wfile.write(b"x" * 65536)
+                return
+            self.send_header("content-length", str(len(receiver.answer_body)))
             self.end_headers()
+            self.wfile.write(receiver.answer_body)
 
         def _until_client_leaves(self, at_most: float) -> None:
             deadline = time.monotonic() + at_most
@@ -195,7 +208,10 @@ def receiver_factory() -> Iterator[Any]:
 
     def make(**kwargs: Any) -> Receiver:
         receiver = Receiver(**kwargs)
-        receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+        handler = _handler(receiver)
+        if receiver.keep_alive:
+            handler.protocol_version = "HTTP/1.1"
+        receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         receiver.server.daemon_threads = True
         threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
         started.append(receiver)
