@@ -5,16 +5,20 @@ Delivery is an engine, not a queue of single POSTs. Procrastinate runs a job onl
 delivery under one lock per webhook made a burst crawl at one delivery per poll (issue 17).
 Here the job is a *drain* of one tenant (`drain`): it claims that tenant's due deliveries
 from the `Delivery` rows (`_claim`) and posts them concurrently, claiming more as attempts
-finish, until none is due. The bounds are counted in PostgreSQL, so they hold across worker
-processes: at most WEBHOOK_MAX_IN_FLIGHT attempts in flight per webhook and
-WEBHOOK_TENANT_SLOTS per tenant (claims of one tenant are serialized by an advisory
-transaction lock; an attempt in flight is a row with `leased_until` set). A tenant therefore
-holds about one of a worker's `--concurrency` job slots and a bounded number of requests,
-whatever its endpoints do; an attempt, DNS look-up included, is cut at WEBHOOK_TIMEOUT.
+finish, until none has been due for a moment (LINGER_SECONDS). The bounds are counted in
+PostgreSQL, so they hold across worker processes: at most WEBHOOK_MAX_IN_FLIGHT attempts in
+flight per webhook and WEBHOOK_TENANT_SLOTS per tenant (claims of one tenant are serialized
+by an advisory transaction lock; an attempt in flight is a row with `leased_until` set). A
+tenant therefore holds about one of a worker's `--concurrency` job slots and a bounded
+number of requests, whatever its endpoints do; an attempt, DNS look-up included, is cut at
+WEBHOOK_TIMEOUT.
 
-Wake-ups are Procrastinate jobs too: `record` defers an immediate drain in the change's
-transaction (a `queueing_lock` keeps one waiting per tenant), a failed attempt defers one at
-its retry time (WEBHOOK_RETRY_SCHEDULE), and `wake_due_deliveries` (every
+Wake-ups are Procrastinate jobs too: once the change has committed, `record` defers an
+immediate drain (a `queueing_lock` keeps one waiting per tenant), unless a drain holds the
+tenant's lease: that one is notified (`integrations.wakeups`) and claims at once, so under
+steady traffic one drain serves the tenant instead of a job per event. A lingering drain
+lets go of its worker slot as soon as another job waits for one. A failed attempt defers one
+at its retry time (WEBHOOK_RETRY_SCHEDULE), and `wake_due_deliveries` (every
 WEBHOOK_STALLED_CHECK_SECONDS) wakes any tenant that has a due, unclaimed delivery: the net
 under every failure path (PostgreSQL away while an attempt ran, a killed worker whose lease
 ran out, a lost wake-up), so no delivery stays pending with nothing scheduled.
@@ -27,6 +31,7 @@ outcome could not be logged (worker killed, database away) is made again with th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -50,7 +55,7 @@ from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
 from infra.metrics import WEBHOOK_DELIVERIES
-from integrations import webhooks
+from integrations import wakeups, webhooks
 from tenants.context import current_schema, in_schema
 from tenants.selectors import tenant_schema_names
 
@@ -58,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 DRAIN_TASK = "integrations.drain"
 MAX_ERROR_CHARS = 200
+# An endpoint's answer is read up to this much (and then kept alive), never more.
+RESPONSE_READ_BYTES = 64 * 1024
 # An attempt is cut at WEBHOOK_TIMEOUT; its lease outlives that by the time its outcome
 # needs to be logged. Once a lease has run out, the delivery may be claimed again.
 LEASE_MARGIN_SECONDS = 5.0
@@ -67,8 +74,15 @@ DRAIN_SECONDS = 30.0
 # The drain's lease of its tenant outlives its renewals (one per claim) by this much: a drain
 # of a killed worker is replaced after it.
 DRAIN_LEASE_SECONDS = 5.0
-# A drain with attempts in flight claims again at least this often.
+# A drain with attempts in flight claims again at least this often (and so does a lingering
+# one without a listening connection).
 CLAIM_POLL_SECONDS = 0.2
+# A drain with nothing due nor in flight keeps its lease (and its worker slot) this long,
+# woken by notifications (`integrations.wakeups`), before it lets go; it lets go at once when
+# another job waits for a slot, which it checks every LINGER_CHECK_SECONDS. Both are less
+# than DRAIN_LEASE_SECONDS.
+LINGER_SECONDS = 1.0
+LINGER_CHECK_SECONDS = 0.5
 
 
 def wake(schema_name: str, *, at: datetime | None = None) -> None:
@@ -119,11 +133,19 @@ def _wake_unless_draining(schema_name: str) -> None:
     table = f"{connection.ops.quote_name(schema_name)}.integrations_drainlease"
     with transaction.atomic(), connection.cursor() as cursor:
         # FOR SHARE waits for a claim in progress (it updates the row): a drain letting go
-        # is seen as gone, and a drain that keeps it claims again after this commit.
-        cursor.execute(f"SELECT until > now() FROM {table} WHERE id = 1 FOR SHARE")
+        # is seen as gone, and a drain that keeps it is notified (at this commit, so after
+        # its claim) and claims at once.
+        cursor.execute(f"SELECT until > clock_timestamp() FROM {table} WHERE id = 1 FOR SHARE")
         row = cursor.fetchone()
-    if not (row and row[0]):
-        wake(schema_name)
+        if row and row[0]:
+            _notify(cursor, schema_name)
+            return
+    wake(schema_name)
+
+
+def _notify(cursor: Any, schema_name: str) -> None:
+    """Wake the drain that holds `schema_name`'s lease, when this transaction commits."""
+    cursor.execute("SELECT pg_notify(%s, %s)", [wakeups.CHANNEL, schema_name])
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,21 +159,22 @@ class _Attempt:
 
 _BUSY_SQL = """
 SELECT webhook_id, count(*) FROM integrations_delivery
-WHERE leased_until IS NOT NULL AND leased_until > now() AND state = 'pending'
+WHERE leased_until IS NOT NULL AND leased_until > statement_timestamp() AND state = 'pending'
 GROUP BY webhook_id
 """
 
 # Per active webhook, its oldest due and unclaimed deliveries up to the free part of its bound
 # (an index range scan each), then the oldest of those up to the tenant's free slots.
 _CLAIM_SQL = """
-UPDATE integrations_delivery d SET leased_until = now() + %(lease)s * interval '1 second'
+UPDATE integrations_delivery d
+SET leased_until = statement_timestamp() + %(lease)s * interval '1 second'
 FROM (
     SELECT pick.id, w.url, w.secret
     FROM integrations_webhook w
     CROSS JOIN LATERAL (
         SELECT c.id, c.due_at FROM integrations_delivery c
-        WHERE c.webhook_id = w.id AND c.state = 'pending' AND c.due_at <= now()
-          AND (c.leased_until IS NULL OR c.leased_until <= now())
+        WHERE c.webhook_id = w.id AND c.state = 'pending' AND c.due_at <= statement_timestamp()
+          AND (c.leased_until IS NULL OR c.leased_until <= statement_timestamp())
         ORDER BY c.due_at, c.id
         LIMIT greatest(%(per_webhook)s - coalesce((%(busy)s::jsonb ->> w.id::text)::int, 0), 0)
     ) pick
@@ -164,11 +187,17 @@ RETURNING d.id, chosen.url, chosen.secret, d.message_id, d.body
 """
 
 
+# Lease times are read off the clock (`clock_timestamp()`), not the transaction's start
+# (`now()`): a claim's transaction starts by waiting for the tenant's advisory lock, and a
+# sender's check waits for the lease row, so by then `now()` can be seconds old. A drain that
+# let go would look alive to such a sender (no wake-up, and the event waits for another),
+# and a lease taken would be shorter than meant.
 _LEASE_SQL = """
 INSERT INTO integrations_drainlease (id, holder, until)
-VALUES (1, %(holder)s, now() + %(seconds)s * interval '1 second')
+VALUES (1, %(holder)s, clock_timestamp() + %(seconds)s * interval '1 second')
 ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, until = excluded.until
-WHERE integrations_drainlease.until < now() OR integrations_drainlease.holder = excluded.holder
+WHERE integrations_drainlease.until < clock_timestamp()
+   OR integrations_drainlease.holder = excluded.holder
 RETURNING holder
 """
 
@@ -181,7 +210,13 @@ class _Claim:
 
 
 def _claim(
-    schema_name: str, holder: str, outcomes: list[_Outcome], running: int, *, stop: bool
+    schema_name: str,
+    holder: str,
+    outcomes: list[_Outcome],
+    running: int,
+    *,
+    stop: bool,
+    keep: bool = False,
 ) -> _Claim:
     """Log the attempts finished here, renew this drain's lease of the tenant and lease the
     next deliveries to attempt, within both bounds, in one transaction. With none in flight
@@ -197,6 +232,8 @@ def _claim(
         results = _settle(schema_name, outcomes)
         cursor.execute(_LEASE_SQL, {"holder": holder, "seconds": DRAIN_LEASE_SECONDS})
         if cursor.fetchone() is None:
+            # Another drain works the tenant: it claims at once what woke this one.
+            _notify(cursor, schema_name)
             return _Claim([], active=False, results=results)
         if stop:
             _let_go(cursor, holder)
@@ -216,15 +253,31 @@ def _claim(
                 },
             )
             attempts = [_Attempt(*row) for row in cursor.fetchall()]
-        if not attempts and not running and not _has_due():
-            _let_go(cursor, holder)
-            return _Claim([], active=False, results=results)
+        if not attempts and not running:
+            if keep and not _jobs_waiting(cursor):
+                return _Claim([], active=True, results=results)  # lingering
+            if not _has_due():
+                _let_go(cursor, holder)
+                return _Claim([], active=False, results=results)
         return _Claim(attempts, active=True, results=results)
+
+
+def _jobs_waiting(cursor: Any) -> bool:
+    """Whether some job is due and not yet taken by a worker (Procrastinate's table, in the
+    public schema): then a lingering drain lets go of its worker slot rather than keep it
+    from another tenant (or another task)."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM public.procrastinate_jobs WHERE status = 'todo'"
+        " AND (scheduled_at IS NULL OR scheduled_at <= now()))"
+    )
+    row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def _let_go(cursor: Any, holder: str) -> None:
     cursor.execute(
-        "UPDATE integrations_drainlease SET until = now() - interval '1 second' WHERE holder = %s",
+        "UPDATE integrations_drainlease SET until = clock_timestamp() - interval '1 second'"
+        " WHERE holder = %s",
         [holder],
     )
 
@@ -251,54 +304,88 @@ class _Outcome:
     error: str
 
 
-_SETTLED_FIELDS = ["attempts", "state", "leased_until", "due_at"]
+# The attempts' rows, locked, with how many of their attempts failed so far.
+_SETTLE_READ_SQL = """
+SELECT id, state, (
+    SELECT count(*) FROM jsonb_array_elements(attempts) a
+    WHERE NOT coalesce((a ->> 'status_code')::int BETWEEN 200 AND 299, false)
+)
+FROM integrations_delivery WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+"""
+
+# All outcomes in one statement: each row gets its attempts appended, its lease released,
+# its new state and (for a retry) its new due time.
+_SETTLE_WRITE_SQL = """
+UPDATE integrations_delivery d
+SET attempts = d.attempts || o.entries, state = o.state,
+    due_at = coalesce(o.due_at, d.due_at), leased_until = NULL
+FROM jsonb_to_recordset(%s::jsonb) AS o(id bigint, entries jsonb, state text, due_at timestamptz)
+WHERE d.id = o.id
+"""
+
+
+@dataclass(slots=True)
+class _Row:
+    state: str
+    failures: int
+    entries: list[dict[str, Any]]
+    due_at: datetime | None = None
 
 
 def _settle(schema_name: str, outcomes: list[_Outcome]) -> list[str]:
-    """Log finished attempts (one transaction for all) and release their leases: delivered on
-    a 2xx, else due again after its delay (a wake-up queued in the same transaction), or
-    failed when the schedule is spent. Returns each attempt's outcome."""
-    from integrations.models import Delivery
-
+    """Log finished attempts (one transaction, two statements for all) and release their
+    leases: delivered on a 2xx, else due again after its delay (a wake-up queued in the same
+    transaction), or failed when the schedule is spent. Returns each attempt's outcome."""
     if not outcomes:
         return []
-    with transaction.atomic():
-        rows = {
-            d.pk: d
-            for d in Delivery.objects.select_for_update()
-            .filter(pk__in=[o.delivery_id for o in outcomes])
-            .order_by("pk")
-        }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_SETTLE_READ_SQL, [sorted({o.delivery_id for o in outcomes})])
+        rows = {pk: _Row(state, failures, []) for pk, state, failures in cursor.fetchall()}
         results = [
             _settle_one(schema_name, rows[o.delivery_id], o) if o.delivery_id in rows else "gone"
             for o in outcomes
         ]
-        Delivery.objects.bulk_update(rows.values(), _SETTLED_FIELDS)
+        if rows:
+            cursor.execute(
+                _SETTLE_WRITE_SQL,
+                [
+                    json.dumps(
+                        [
+                            {
+                                "id": pk,
+                                "entries": row.entries,
+                                "state": row.state,
+                                "due_at": row.due_at.isoformat() if row.due_at else None,
+                            }
+                            for pk, row in rows.items()
+                        ]
+                    )
+                ],
+            )
     return results
 
 
-def _settle_one(schema_name: str, delivery: Any, outcome: _Outcome) -> str:
+def _settle_one(schema_name: str, row: _Row, outcome: _Outcome) -> str:
     from integrations.models import Delivery
 
     now = timezone.now()
-    delivery.attempts.append(
+    row.entries.append(
         {"at": now.isoformat(), "status_code": outcome.status_code, "error": outcome.error or None}
     )
-    delivery.leased_until = None
-    if delivery.state != Delivery.State.PENDING:
+    if row.state != Delivery.State.PENDING:
         # Concluded meanwhile by a second attempt (this one outlived its lease): the log
         # keeps both, the state stays.
         return "late"
     schedule = settings.WEBHOOK_RETRY_SCHEDULE
-    failures = sum(1 for a in delivery.attempts if not _ok(a["status_code"]))
     if _ok(outcome.status_code):
-        delivery.state = Delivery.State.DELIVERED
+        row.state = Delivery.State.DELIVERED
         return "delivered"
-    if failures <= len(schedule):
-        delivery.due_at = now + timedelta(seconds=schedule[failures - 1])
-        wake(schema_name, at=delivery.due_at)
+    row.failures += 1
+    if row.failures <= len(schedule):
+        row.due_at = now + timedelta(seconds=schedule[row.failures - 1])
+        wake(schema_name, at=row.due_at)
         return "retry"
-    delivery.state = Delivery.State.FAILED
+    row.state = Delivery.State.FAILED
     return "failed"
 
 
@@ -357,8 +444,19 @@ async def _post(client: httpx.AsyncClient, attempt: _Attempt) -> tuple[int | Non
                 headers=headers,
                 extensions={"sni_hostname": webhooks.url_target(attempt.url)[1]},
             )
-            response = await client.send(request, stream=True)  # the body is never read
-            await response.aclose()
+            response = await client.send(request, stream=True)
+            try:
+                # A short answer is read to its end, so that its connection goes back to
+                # the pool for the webhook's next attempt (httpcore closes a connection
+                # whose answer was left unread); a longer one is dropped with its
+                # connection, unread.
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > RESPONSE_READ_BYTES:
+                        break
+            finally:
+                await response.aclose()
         return response.status_code, "" if _ok(response.status_code) else "non-2xx answer"
     except TimeoutError:
         return None, f"no answer within {settings.WEBHOOK_TIMEOUT:g} s"
@@ -402,19 +500,33 @@ def _count(outcomes: list[_Outcome], results: list[str]) -> None:
 async def drain(schema_name: str) -> None:
     """Work the tenant's deliveries: attempt the due ones, several at once within the bounds,
     and log finished attempts and claim again as they finish (at least every
-    CLAIM_POLL_SECONDS, so a new event waits for no slow attempt), until none is due. One
-    drain per tenant works at a time (the lease); another one started meanwhile ends at once."""
+    CLAIM_POLL_SECONDS, and at once when a new event is notified), until none has been due
+    for LINGER_SECONDS. One drain per tenant works at a time (the lease); another one
+    started meanwhile passes its wake-up on to it and ends at once."""
     holder = uuid.uuid4().hex
     running: set[asyncio.Task[_Outcome]] = set()
     done: list[_Outcome] = []
     started = time.monotonic()
+    idle_since: float | None = None  # since when nothing was due nor in flight here
+    listener = wakeups.listener()
+    notified = listener.subscribe(schema_name)
     try:
         while True:
-            stop = time.monotonic() - started >= DRAIN_SECONDS
+            now = time.monotonic()
+            stop = now - started >= DRAIN_SECONDS
+            keep = idle_since is None or now - idle_since < LINGER_SECONDS
             settled, done = done, []
+            notified.clear()  # a notification from now on is of what this claim may miss
             try:
                 claim = await in_schema(
-                    schema_name, _claim, schema_name, holder, settled, len(running), stop=stop
+                    schema_name,
+                    _claim,
+                    schema_name,
+                    holder,
+                    settled,
+                    len(running),
+                    stop=stop,
+                    keep=keep,
                 )
             except BaseException:
                 done = settled + done  # not logged: tried once more below
@@ -426,18 +538,26 @@ async def drain(schema_name: str) -> None:
                 if stop:  # hand over to a fresh job: a shutdown never waits on an endless one
                     await in_schema(schema_name, _wake_if_due, schema_name)
                 return
-            # Claim again once half of what runs here is done, or after CLAIM_POLL_SECONDS:
-            # few transactions under a burst, and a new event is seen soon whatever runs.
-            deadline = time.monotonic() + CLAIM_POLL_SECONDS
-            enough = len(running) // 2
-            while running and len(running) > enough and (left := deadline - time.monotonic()) > 0:
-                finished, running = await asyncio.wait(
-                    running, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                done.extend(task.result() for task in finished)
-            if not running and not claim.attempts and not done:
-                await asyncio.sleep(max(deadline - time.monotonic(), 0))
+            if running:
+                idle_since = None
+                # A notification is of a new event: worth a claim unless the attempts here
+                # already fill a webhook's bound (then half of them finishing is).
+                full = len(running) >= settings.WEBHOOK_MAX_IN_FLIGHT
+                done.extend(await _some_finished(running, None if full else notified))
+                continue
+            if idle_since is None:
+                idle_since = time.monotonic()
+            # Lingering: nothing in flight here, nothing to claim. A notification ends the
+            # wait; without a listening connection, claims poll. Past the linger, a drain
+            # still active has due deliveries it may not claim yet (the tenant's slots are
+            # held elsewhere): it polls for them.
+            left = LINGER_SECONDS - (time.monotonic() - idle_since)
+            poll = LINGER_CHECK_SECONDS if listener.connected.is_set() else CLAIM_POLL_SECONDS
+            wait = min(left, poll) if left > 0 else CLAIM_POLL_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notified.wait(), wait)
     finally:
+        listener.unsubscribe(schema_name, notified)
         # Leaving early (a claim failed, the lease went to another drain, a hand-over): the
         # attempts in flight finish and are logged. If that fails too (database away), their
         # leases run out and the periodic wake-up has them attempted again.
@@ -449,6 +569,34 @@ async def drain(schema_name: str) -> None:
             except Exception:
                 logger.exception("webhook attempts not logged: %s", [o.delivery_id for o in done])
                 WEBHOOK_DELIVERIES.labels("unlogged").inc(len(done))
+
+
+async def _some_finished(
+    running: set[asyncio.Task[_Outcome]], notified: asyncio.Event | None
+) -> list[_Outcome]:
+    """Wait until half of `running` is done, CLAIM_POLL_SECONDS have passed or a new event is
+    `notified` (few transactions under a burst; a new event waits for no slow attempt); take
+    the finished tasks out of `running` and return their outcomes."""
+    deadline = time.monotonic() + CLAIM_POLL_SECONDS
+    enough = len(running) // 2
+    finished: list[_Outcome] = []
+    woken = asyncio.ensure_future(notified.wait()) if notified is not None else None
+    try:
+        while len(running) > enough and not (woken and woken.done()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            waiting: set[asyncio.Future[Any]] = {*running, *([woken] if woken else [])}
+            ready, _ = await asyncio.wait(
+                waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in running & ready:
+                running.discard(task)
+                finished.append(task.result())
+    finally:
+        if woken:
+            woken.cancel()
+    return finished
 
 
 @app.task(name="integrations.deliver")
