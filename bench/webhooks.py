@@ -27,7 +27,9 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -130,9 +132,11 @@ class Bench:
         self.port = port
         self.env = {
             **os.environ,
-            "DEBUG": os.environ.get("DEBUG", "1"),
+            # Production settings unless told otherwise: DEBUG=1 records every query.
+            "DEBUG": os.environ.get("DEBUG", "0"),
+            "SECRET_KEY": os.environ.get("SECRET_KEY", secrets.token_urlsafe(40)),
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             "WEBHOOK_ALLOW_PRIVATE": "1",
             "CHAT_RATE_PER_SECOND": "100000",
             "CHAT_RATE_BURST": "100000",
@@ -304,12 +308,16 @@ def case_steady(bench: Bench, options: argparse.Namespace) -> dict[str, Any]:
     committed: dict[int, float] = {}
     with bench.server(), bench.worker():
         bench.hooks(tenant, [receiver.url("steady")])
-        time.sleep(2)  # the worker is up
+        with bench.client(tenant) as c:  # the worker is up and has delivered once
+            bench.send(c, "steady-warm-up")
+            assert receiver.wait_key("/steady|steady-warm-up", timeout=120), "no worker"
         start = time.monotonic() + 0.5
         clients = [bench.client(tenant) for _ in range(8)]
+        requested: dict[int, float] = {}
 
         def send(n: int) -> None:
             time.sleep(max(start + n / options.rate - time.monotonic(), 0))
+            requested[n] = time.monotonic()
             committed[n] = bench.send(clients[n % len(clients)], f"steady-{n}")
 
         with ThreadPoolExecutor(8) as pool:
@@ -318,11 +326,25 @@ def case_steady(bench: Bench, options: argparse.Namespace) -> dict[str, Any]:
         receiver.wait(count, timeout=options.seconds + 120)
         for c in clients:
             c.close()
-    latencies = [
-        receiver.arrivals.get(f"/steady|steady-{n}", time.monotonic() + 60) - committed[n]
-        for n in range(count)
-    ]
-    return {"rate": options.rate, "achieved_rate": round(achieved, 1), **summary(latencies)}
+    # From the 201 (the commit happened before it: an arrival can precede it, and count
+    # negative), and from the moment the request was sent (an upper bound).
+    arrivals = [receiver.arrivals.get(f"/steady|steady-{n}", math.inf) for n in range(count)]
+    latencies = [arrivals[n] - committed[n] for n in range(count)]
+    from_request = summary([arrivals[n] - requested[n] for n in range(count)])
+    if options.dump:  # per message: seconds since the start, commit-to-receiver seconds
+        options.dump.write_text(
+            json.dumps(
+                [[round(committed[n] - start, 3), round(latencies[n], 3)] for n in range(count)]
+            )
+        )
+    return {
+        "rate": options.rate,
+        "achieved_rate": round(achieved, 1),
+        **summary(latencies),
+        "undelivered": sum(1 for a in arrivals if a == math.inf),
+        "from_request_p50_ms": from_request["p50_ms"],
+        "from_request_p99_ms": from_request["p99_ms"],
+    }
 
 
 def case_isolation(bench: Bench, options: argparse.Namespace) -> dict[str, Any]:
@@ -376,6 +398,7 @@ def main() -> None:
     parser.add_argument("--burst-timeout", type=float, default=600)
     parser.add_argument("--rate", type=float, default=50.0, help="steady: messages a second")
     parser.add_argument("--seconds", type=float, default=20.0, help="steady: how long")
+    parser.add_argument("--dump", type=Path, help="steady: write each message's latency here")
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "0")))
     options = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
