@@ -25,7 +25,8 @@ from tests.conftest import (
     LiveServer,
     TenantInfo,
     make_user_in,
-    start_server,
+    start_pods,
+    stop_pods,
     tokens_for,
     unique,
 )
@@ -84,24 +85,17 @@ def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
 @pytest.fixture(scope="module")
 def pods(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
-) -> Iterator[tuple[LiveServer, LiveServer]]:
-    tmp = tmp_path_factory.mktemp("races")
-    first = start_server(tmp, **FAST)
-    try:
-        second = start_server(tmp, **FAST)
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+) -> Iterator[list[LiveServer]]:
+    started = start_pods(tmp_path_factory.mktemp("races"), 2, **FAST)
+    yield started
+    stop_pods(started)
 
 
 class Room:
     """The author on pod A, an admin on pod B (either may change the author's messages)
     and an observer on pod A."""
 
-    def __init__(self, sockets: Sockets, pods: tuple[LiveServer, LiveServer], tenant: TenantInfo):
+    def __init__(self, sockets: Sockets, pods: list[LiveServer], tenant: TenantInfo):
         self.sockets, self.pods, self.tenant = sockets, pods, tenant
         self.slug = unique("race_")
         self.author = make_user_in(tenant)
@@ -186,7 +180,7 @@ def _deliveries(hooked: Hooked, event: str) -> Counter[int]:
 
 
 async def test_two_deletes_of_one_reply_from_two_pods_delete_it_once(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
     async with Sockets() as sockets:
@@ -213,7 +207,7 @@ async def test_two_deletes_of_one_reply_from_two_pods_delete_it_once(
 
 
 async def test_an_edit_racing_a_delete_never_edits_the_deleted_message(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
     outcomes: Counter[str] = Counter()
@@ -256,7 +250,7 @@ async def test_an_edit_racing_a_delete_never_edits_the_deleted_message(
 
 
 async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
     from chat.models import Reaction
@@ -295,7 +289,7 @@ async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
 
 
 async def test_many_first_joins_of_a_missing_room_make_one_room(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     """ "Joining a room that does not exist creates it": eight first joins at once, on both
     pods, all get in, and there is one room, reported once."""
@@ -340,7 +334,7 @@ async def test_many_first_joins_of_a_missing_room_make_one_room(
 
 
 async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refused(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     """The seq trigger counts a reply on its root under the root's row lock, re-checking that
     the root is live: a reply either lands before the deletion (and is counted) or is

@@ -32,7 +32,9 @@ from tests.conftest import (
     LiveServer,
     TenantInfo,
     make_user_in,
+    start_pods,
     start_server,
+    stop_pods,
     tokens_for,
     unique,
 )
@@ -45,13 +47,9 @@ SAFETY_NET_TIMEOUT = 20.0  # at most 1.25 intervals away, plus the query, on a b
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Any]:
-    started = [
-        start_server(tmp_path_factory.mktemp(f"pod{n}"), WS_AUTH_RECHECK_INTERVAL="0")
-        for n in range(2)
-    ]
+    started = start_pods(tmp_path_factory.mktemp("pods"), 2, WS_AUTH_RECHECK_INTERVAL="0")
     yield started
-    for server in started:
-        server.stop()
+    stop_pods(started)
 
 
 @pytest.fixture(scope="module")
