@@ -33,16 +33,20 @@ from tests.conftest import (
     TenantInfo,
     make_user_in,
     start_pods,
-    start_server,
     stop_pods,
     tokens_for,
     unique,
 )
-from tests.realtime_helpers import Sockets, in_tenant, notifications_path, room_path, send
+from tests.realtime_helpers import (
+    SAFETY_NET_TIMEOUT,
+    Sockets,
+    in_tenant,
+    notifications_path,
+    room_path,
+    send,
+    start_safety_net,
+)
 from tests.support import ws_receive_type
-
-SAFETY_NET_INTERVAL = 1.0
-SAFETY_NET_TIMEOUT = 20.0  # at most 1.25 intervals away, plus the query, on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +58,7 @@ def pods(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Ite
 
 @pytest.fixture(scope="module")
 def safety_net(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Any]:
-    server = start_server(
-        tmp_path_factory.mktemp("net"), WS_AUTH_RECHECK_INTERVAL=str(SAFETY_NET_INTERVAL)
-    )
+    server = start_safety_net(tmp_path_factory.mktemp("net"))
     yield server
     server.stop()
 
