@@ -412,6 +412,25 @@ def start_server(tmp_dir: Path, *, port: int | None = None, **env: str) -> LiveS
     raise RuntimeError(f"uvicorn did not become ready:\n{server.log()}")
 
 
+def start_pods(tmp_dir: Path, n: int, **env: str) -> list[LiveServer]:
+    """`n` uvicorn processes of one environment, as replicas behind one load balancer; when
+    one fails to start, those already started are stopped before the error goes on (a module
+    fixture that raises has no teardown to stop them)."""
+    started: list[LiveServer] = []
+    try:
+        for _ in range(n):
+            started.append(start_server(tmp_dir, **env))
+    except BaseException:
+        stop_pods(started)
+        raise
+    return started
+
+
+def stop_pods(pods: list[LiveServer]) -> None:
+    for pod in pods:
+        pod.stop()
+
+
 @pytest.fixture(autouse=True)
 def _live_server_helper() -> None:
     """Replaces pytest-django's hook for its own `live_server` (ours is a real uvicorn)."""

@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from tests.api_helpers import bearer
-from tests.conftest import LiveServer, TenantInfo, make_user_in, start_server, tokens_for, unique
+from tests.conftest import (
+    LiveServer,
+    TenantInfo,
+    make_user_in,
+    start_pods,
+    stop_pods,
+    tokens_for,
+    unique,
+)
 from tests.realtime_helpers import in_tenant
 
 ROUNDS = 10
@@ -31,17 +39,12 @@ ANSWER_TIMEOUT = 60.0
 def pods(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
 ) -> Iterator[list[LiveServer]]:
-    tmp = tmp_path_factory.mktemp("user_races")
-    started: list[LiveServer] = []
-    try:
-        # One admin sends every round's writes (80 renames in a few seconds): the per-user
-        # REST write budget (burst 20) is not what these races test, and answered 429s.
-        budget = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000"}
-        started.extend(start_server(tmp, **budget) for _ in range(2))
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+    # One admin sends every round's writes (80 renames in a few seconds): the per-user
+    # REST write budget (burst 20) is not what these races test, and answered 429s.
+    budget = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000"}
+    started = start_pods(tmp_path_factory.mktemp("user_races"), 2, **budget)
+    yield started
+    stop_pods(started)
 
 
 async def _all_at_once(

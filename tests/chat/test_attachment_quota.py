@@ -22,7 +22,15 @@ import pytest
 from tests.api_helpers import PLATFORM_HOST, http, login, make_platform_user, open_room_socket
 from tests.chat.test_api import api, create_room
 from tests.chat.test_attachments import PNG, rows, stored_files, upload, uploaded
-from tests.conftest import LiveServer, TenantInfo, UserInfo, blocking, start_server, tokens_for
+from tests.conftest import (
+    LiveServer,
+    TenantInfo,
+    UserInfo,
+    blocking,
+    start_pods,
+    stop_pods,
+    tokens_for,
+)
 from tests.support import TIMEOUT, ws_receive_type
 
 FILE = PNG + b"\0" * (1000 - len(PNG))  # 1000 bytes, a PNG by its signature
@@ -45,13 +53,10 @@ def servers(
     tmp_path_factory: pytest.TempPathFactory, data_dir: Path, django_db_setup: None
 ) -> Iterator[list[LiveServer]]:
     """Two server processes (two pods) on one DATA_DIR, as compose runs its replicas."""
-    started = [
-        start_server(tmp_path_factory.mktemp("quota-server"), DATA_DIR=str(data_dir), **SERVER_ENV)
-        for _ in range(2)
-    ]
+    tmp = tmp_path_factory.mktemp("quota-server")
+    started = start_pods(tmp, 2, DATA_DIR=str(data_dir), **SERVER_ENV)
     yield started
-    for server in started:
-        server.stop()
+    stop_pods(started)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import websockets
@@ -25,7 +26,8 @@ from tests.conftest import (
     LiveServer,
     TenantInfo,
     make_user_in,
-    start_server,
+    start_pods,
+    stop_pods,
     tokens_for,
     unique,
 )
@@ -84,24 +86,17 @@ def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
 @pytest.fixture(scope="module")
 def pods(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
-) -> Iterator[tuple[LiveServer, LiveServer]]:
-    tmp = tmp_path_factory.mktemp("races")
-    first = start_server(tmp, **FAST)
-    try:
-        second = start_server(tmp, **FAST)
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+) -> Iterator[list[LiveServer]]:
+    started = start_pods(tmp_path_factory.mktemp("races"), 2, **FAST)
+    yield started
+    stop_pods(started)
 
 
 class Room:
     """The author on pod A, an admin on pod B (either may change the author's messages)
     and an observer on pod A."""
 
-    def __init__(self, sockets: Sockets, pods: tuple[LiveServer, LiveServer], tenant: TenantInfo):
+    def __init__(self, sockets: Sockets, pods: list[LiveServer], tenant: TenantInfo):
         self.sockets, self.pods, self.tenant = sockets, pods, tenant
         self.slug = unique("race_")
         self.author = make_user_in(tenant)
@@ -142,6 +137,40 @@ class Room:
         )
         _, seen = await fence(self.b, self.observer)
         return got_a, got_b, seen
+
+    async def race_a_delete(
+        self, change: Frame, text: str, *, parent_id: int | None = None, aim: str = "id"
+    ) -> Raced:
+        """The author posts `text`; then A sends `change` aimed at that message (its `aim`
+        field set to the message's id) while B deletes it. B's delete is never refused (a
+        delete after the change still deletes); A's change lands or is `not_found`."""
+        target = (await self.post(text, parent_id))["id"]
+        got_a, got_b, seen = await self.race(
+            {**change, aim: target}, {"type": "delete", "id": target}
+        )
+        assert _errors(got_b) == [], got_b
+        lost = _errors(got_a) == ["not_found"]
+        assert lost or _errors(got_a) == [], got_a
+        return Raced(target=target, lost=lost, got_a=got_a, seen=seen)
+
+
+class Raced(NamedTuple):
+    """One round of a change racing a delete: the message, whether the change was refused
+    `not_found`, what A got and what the observer saw."""
+
+    target: int
+    lost: bool
+    got_a: list[Frame]
+    seen: list[Frame]
+
+
+@asynccontextmanager
+async def race_room(pods: list[LiveServer], tenant: TenantInfo) -> AsyncIterator[Room]:
+    """A Room whose three sockets are open (past `presence`); they close when the block ends."""
+    async with Sockets() as sockets:
+        room = Room(sockets, pods, tenant)
+        await room.open()
+        yield room
 
 
 def _errors(frames: list[Frame]) -> list[str]:
@@ -186,12 +215,10 @@ def _deliveries(hooked: Hooked, event: str) -> Counter[int]:
 
 
 async def test_two_deletes_of_one_reply_from_two_pods_delete_it_once(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
-    async with Sockets() as sockets:
-        room = Room(sockets, pods, tenant)
-        await room.open()
+    async with race_room(pods, tenant) as room:
         root = await room.post(unique("root-"))
         kept = [(await room.post(unique("kept-"), root["id"]))["id"] for _ in range(2)]
         replies: list[int] = []
@@ -213,25 +240,20 @@ async def test_two_deletes_of_one_reply_from_two_pods_delete_it_once(
 
 
 async def test_an_edit_racing_a_delete_never_edits_the_deleted_message(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
     outcomes: Counter[str] = Counter()
-    async with Sockets() as sockets:
-        room = Room(sockets, pods, tenant)
-        await room.open()
+    async with race_room(pods, tenant) as room:
         root = await room.post(unique("root-"))
         raced: dict[int, tuple[str, str, bool]] = {}
         for n in range(ROUNDS):
-            original = unique("before-")
-            target = (await room.post(original, root["id"] if n % 2 else None))["id"]
-            edited = unique("after-")
-            got_a, got_b, seen = await room.race(
-                {"type": "edit", "id": target, "message": edited}, {"type": "delete", "id": target}
+            original, edited = unique("before-"), unique("after-")
+            target, edit_lost, _, seen = await room.race_a_delete(
+                {"type": "edit", "message": edited},
+                original,
+                parent_id=root["id"] if n % 2 else None,
             )
-            assert _errors(got_b) == [], got_b  # a delete after an edit still deletes
-            edit_lost = _errors(got_a) == ["not_found"]
-            assert edit_lost or _errors(got_a) == [], got_a
             outcomes["edit lost" if edit_lost else "edit first"] += 1
             raced[target] = (original, edited, edit_lost)
             assert len(_of(seen, "chat.message.deleted", target)) == 1, seen
@@ -256,23 +278,17 @@ async def test_an_edit_racing_a_delete_never_edits_the_deleted_message(
 
 
 async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     tenant = hooked.tenant
     from chat.models import Reaction
 
-    async with Sockets() as sockets:
-        room = Room(sockets, pods, tenant)
-        await room.open()
+    async with race_room(pods, tenant) as room:
         raced: dict[int, bool] = {}
         for _ in range(ROUNDS):
-            target = (await room.post(unique("react-")))["id"]
-            got_a, got_b, seen = await room.race(
-                {"type": "react", "id": target, "emoji": "+1"}, {"type": "delete", "id": target}
+            target, react_lost, _, seen = await room.race_a_delete(
+                {"type": "react", "emoji": "+1"}, unique("react-")
             )
-            assert _errors(got_b) == [], got_b
-            react_lost = _errors(got_a) == ["not_found"]
-            assert react_lost or _errors(got_a) == [], got_a
             raced[target] = react_lost
             assert len(_of(seen, "chat.reaction", target)) == (0 if react_lost else 1), seen
     rows = _rows(tenant, list(raced))
@@ -295,7 +311,7 @@ async def test_a_reaction_racing_a_delete_lands_before_it_or_gets_not_found(
 
 
 async def test_many_first_joins_of_a_missing_room_make_one_room(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     """ "Joining a room that does not exist creates it": eight first joins at once, on both
     pods, all get in, and there is one room, reported once."""
@@ -340,7 +356,7 @@ async def test_many_first_joins_of_a_missing_room_make_one_room(
 
 
 async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refused(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked
+    pods: list[LiveServer], hooked: Hooked
 ) -> None:
     """The seq trigger counts a reply on its root under the root's row lock, re-checking that
     the root is live: a reply either lands before the deletion (and is counted) or is
@@ -348,20 +364,15 @@ async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refu
     from chat.models import Message
 
     tenant = hooked.tenant
-    async with Sockets() as sockets:
-        room = Room(sockets, pods, tenant)
-        await room.open()
+    async with race_room(pods, tenant) as room:
         raced: dict[int, str] = {}
         for _ in range(ROUNDS):
-            root = (await room.post(unique("root-")))["id"]
             text = unique("late-reply-")
-            got_a, got_b, seen = await room.race(
-                {"type": "message", "message": text, "parent_id": root},
-                {"type": "delete", "id": root},
+            root, reply_lost, got_a, seen = await room.race_a_delete(
+                {"type": "message", "message": text}, unique("root-"), aim="parent_id"
             )
-            assert _errors(got_b) == [], got_b
             stored = any(is_message(text)(frame) for frame in got_a)
-            assert _errors(got_a) == ([] if stored else ["not_found"]), got_a
+            assert stored != reply_lost, got_a  # stored, or refused `not_found`
             assert any(is_message(text)(frame) for frame in seen) == stored, seen
             assert len(_of(seen, "chat.message.deleted", root)) == 1, seen
             raced[root] = text if stored else ""

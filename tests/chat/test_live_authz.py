@@ -28,17 +28,15 @@ from tests.conftest import (
     unique,
 )
 from tests.realtime_helpers import (
+    SAFETY_NET_TIMEOUT,
     Sockets,
     frames_until,
     in_tenant,
     rest_history,
     say,
     send,
+    start_safety_net,
 )
-
-SAFETY_NET_INTERVAL = 1.0
-# A lost kick is repaired by the next pass: at most 1.25 intervals away, plus the query.
-SAFETY_NET_TIMEOUT = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +48,7 @@ def kicks_only(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) 
 
 @pytest.fixture(scope="module")
 def safety_net(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Any]:
-    server = start_server(
-        tmp_path_factory.mktemp("net"), WS_AUTH_RECHECK_INTERVAL=str(SAFETY_NET_INTERVAL)
-    )
+    server = start_safety_net(tmp_path_factory.mktemp("net"))
     yield server
     server.stop()
 

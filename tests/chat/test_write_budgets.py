@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from tests.api_helpers import http
-from tests.conftest import LiveServer, UserInfo, make_user_in, start_server, tokens_for, unique
+from tests.conftest import (
+    LiveServer,
+    UserInfo,
+    make_user_in,
+    start_pods,
+    stop_pods,
+    tokens_for,
+    unique,
+)
 from tests.realtime_helpers import (
     Sockets,
     close_code,
@@ -33,18 +41,11 @@ SLOW_REFILL = {"CHAT_RATE_PER_SECOND": "0.001", "CHAT_RATE_BURST": str(BURST)}
 @pytest.fixture(scope="module")
 def slow_bucket_servers(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
-) -> Iterator[tuple[LiveServer, LiveServer]]:
+) -> Iterator[list[LiveServer]]:
     """Two processes whose buckets hold BURST tokens and barely refill."""
-    tmp = tmp_path_factory.mktemp("budgets")
-    first = start_server(tmp, **SLOW_REFILL)
-    try:
-        second = start_server(tmp, **SLOW_REFILL)
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+    started = start_pods(tmp_path_factory.mktemp("budgets"), 2, **SLOW_REFILL)
+    yield started
+    stop_pods(started)
 
 
 def message_ids(user: UserInfo, slug: str) -> list[int]:

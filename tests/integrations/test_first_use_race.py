@@ -25,7 +25,8 @@ from tests.conftest import (
     LiveServer,
     TenantInfo,
     make_user_in,
-    start_server,
+    start_pods,
+    stop_pods,
     tokens_for,
     unique,
 )
@@ -55,23 +56,14 @@ class Backend:
 @pytest.fixture(scope="module")
 def pods(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
-) -> Iterator[tuple[LiveServer, LiveServer]]:
-    tmp = tmp_path_factory.mktemp("first_use")
-    first = start_server(tmp)
-    try:
-        second = start_server(tmp)
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+) -> Iterator[list[LiveServer]]:
+    started = start_pods(tmp_path_factory.mktemp("first_use"), 2)
+    yield started
+    stop_pods(started)
 
 
 @pytest.fixture(scope="module")
-def backend(
-    pods: tuple[LiveServer, LiveServer], tenant_x: TenantInfo, django_db_blocker: Any
-) -> Backend:
+def backend(pods: list[LiveServer], tenant_x: TenantInfo, django_db_blocker: Any) -> Backend:
     private = ed25519.Ed25519PrivateKey.generate()
     kid = unique("k-")
     x = base64.urlsafe_b64encode(private.public_key().public_bytes_raw()).rstrip(b"=").decode()
@@ -105,7 +97,7 @@ def _users_of(tenant: TenantInfo, sub: str) -> list[tuple[int, str]]:
     )
 
 
-async def _first_uses(pods: tuple[LiveServer, LiveServer], backend: Backend, sub: str) -> Any:
+async def _first_uses(pods: list[LiveServer], backend: Backend, sub: str) -> Any:
     """EACH server tokens, REST calls and socket handshakes for `sub`, all at once, half on
     each pod. Returns (server token answers, /api/me/ answers, the sockets' first frames)."""
     host = backend.tenant.domain
@@ -154,7 +146,7 @@ async def _first_uses(pods: tuple[LiveServer, LiveServer], backend: Backend, sub
 
 
 async def test_many_first_uses_of_a_new_sub_at_once_all_succeed_with_one_user(
-    pods: tuple[LiveServer, LiveServer], backend: Backend
+    pods: list[LiveServer], backend: Backend
 ) -> None:
     for _ in range(ROUNDS):
         sub = unique("sub-")

@@ -32,33 +32,33 @@ from tests.conftest import (
     LiveServer,
     TenantInfo,
     make_user_in,
-    start_server,
+    start_pods,
+    stop_pods,
     tokens_for,
     unique,
 )
-from tests.realtime_helpers import Sockets, in_tenant, notifications_path, room_path, send
+from tests.realtime_helpers import (
+    SAFETY_NET_TIMEOUT,
+    Sockets,
+    in_tenant,
+    notifications_path,
+    room_path,
+    send,
+    start_safety_net,
+)
 from tests.support import ws_receive_type
-
-SAFETY_NET_INTERVAL = 1.0
-SAFETY_NET_TIMEOUT = 20.0  # at most 1.25 intervals away, plus the query, on a busy machine
 
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Any]:
-    started = [
-        start_server(tmp_path_factory.mktemp(f"pod{n}"), WS_AUTH_RECHECK_INTERVAL="0")
-        for n in range(2)
-    ]
+    started = start_pods(tmp_path_factory.mktemp("pods"), 2, WS_AUTH_RECHECK_INTERVAL="0")
     yield started
-    for server in started:
-        server.stop()
+    stop_pods(started)
 
 
 @pytest.fixture(scope="module")
 def safety_net(tmp_path_factory: pytest.TempPathFactory, django_db_setup: None) -> Iterator[Any]:
-    server = start_server(
-        tmp_path_factory.mktemp("net"), WS_AUTH_RECHECK_INTERVAL=str(SAFETY_NET_INTERVAL)
-    )
+    server = start_safety_net(tmp_path_factory.mktemp("net"))
     yield server
     server.stop()
 
