@@ -113,3 +113,36 @@ def test_a_tenant_of_dead_endpoints_keeps_to_its_slots_and_another_tenant_goes_o
     assert in_the_hole >= 6, "the dead endpoints kept being tried meanwhile"
     # The quiet tenant waits for no dead endpoint (its attempt, not another's timeout of 2 s).
     assert max(latencies) < 1.5, latencies
+
+
+def test_a_dead_webhook_does_not_delay_another_webhook_of_its_tenant(
+    make_tenant: Any, receiver_factory: Any, tmp_path: Path
+) -> None:
+    """Section 5: a dead endpoint delays another webhook's deliveries by at most 1 s. The
+    dead one holds its WEBHOOK_MAX_IN_FLIGHT attempts; the tenant's other slots serve the
+    other webhook, claimed at least every CLAIM_POLL_SECONDS."""
+    tenant = make_tenant()
+    hole: Receiver = receiver_factory(blackhole=True)
+    fast: Receiver = receiver_factory(keep_alive=True)
+    add_hook(tenant, hole.url)
+    add_hook(tenant, fast.url)
+    worker = start_worker(tmp_path, WEBHOOK_MAX_IN_FLIGHT="4", WEBHOOK_TIMEOUT="5")
+    try:
+        record_events(tenant, 6, "fill")  # 6 into the hole: 4 held at once, 2 waiting
+        assert hole.wait_for(4, timeout=30), worker.log()
+        assert fast.wait_for(6, timeout=30), worker.log()
+        latencies = []
+        for n in range(6):
+            before = len(fast.calls)
+            sent = time.monotonic()
+            record_events(tenant, 1, f"live{n}")
+            arrived = fast.wait_for(before + 1, timeout=10)
+            assert len(arrived) > before, worker.log()
+            latencies.append(arrived[before]["at"] - sent)
+            time.sleep(0.3)
+        held = hole.max_in_flight
+    finally:
+        stop(worker)
+        remove_hooks(tenant)
+    assert held <= 4, held
+    assert max(latencies) < 1.5, latencies
