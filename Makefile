@@ -3,9 +3,13 @@
 #   make run     install, start embedded PostgreSQL/Redis if DATABASE_URL/REDIS_URL are unset,
 #                migrate, create the demo tenant and users, serve on $(PORT)
 #   make test    install, lint, the JS client's unit tests (node --test; skipped, said so, without
-#                node), pytest (against DATABASE_URL/REDIS_URL, or embedded servers; the browser
-#                tests need /usr/bin/chromium and skip with the reason without it)
+#                node), its type declarations (make js-types), pytest (against
+#                DATABASE_URL/REDIS_URL, or embedded servers; the browser tests need
+#                /usr/bin/chromium and skip with the reason without it)
 #   make lint    ruff check + ruff format --check + mypy (also the first steps of make test)
+#   make js-types
+#                tsc --noEmit: clients/js/index.d.ts compiled against clients/js/typecheck/usage.ts
+#                (TypeScript from clients/js/package-lock.json; skipped, said so, without npm)
 #
 # Variables: PORT (8000), DATA_DIR (./.data), PYTEST_ARGS, TEST_WORKERS (2), BENCH_ARGS, PYTHON
 # (python3), UV.
@@ -36,12 +40,29 @@ VENV_BIN := .venv/bin
 # Recipes `exec` it, so that make's child is devservices itself (no shell in between).
 DEVSERVICES := $(VENV_BIN)/python scripts/devservices.py
 
-.PHONY: help install run test lint bench services clean-data
+.PHONY: help install run test lint js-types bench services clean-data
+
+# The usage file is an app's use of the declarations: one that drifted from client.js, or decayed
+# to `any`, fails tsc. npm ci runs only when node_modules is older than the lock (npm ci writes
+# node_modules/.package-lock.json last), so later runs need no registry.
+define JS_TYPES
+if command -v npm >/dev/null 2>&1; then \
+	if [ ! clients/js/node_modules/.package-lock.json -nt clients/js/package-lock.json ]; then \
+		(cd clients/js && npm ci --ignore-scripts --no-audit --no-fund) || exit 1; \
+	fi; \
+	echo "tsc --noEmit -p clients/js ($$(clients/js/node_modules/.bin/tsc --version))"; \
+	clients/js/node_modules/.bin/tsc --noEmit -p clients/js; \
+else \
+	echo "*** SKIPPED the browser client's type check (clients/js/index.d.ts): npm is not" \
+		"installed (Debian: apt-get install -y npm) ***"; \
+fi
+endef
 
 help:
 	@echo "make run         serve the app on PORT=$(PORT) (embedded PostgreSQL/Redis if the URLs are unset)"
-	@echo "make test        lint + node --test (JS client) + pytest; extra pytest args: PYTEST_ARGS='-k name -x'"
+	@echo "make test        lint + node --test and tsc (JS client) + pytest; extra pytest args: PYTEST_ARGS='-k name -x'"
 	@echo "make lint        ruff check + ruff format --check (+ mypy when configured)"
+	@echo "make js-types    tsc --noEmit: clients/js/index.d.ts against an app's use of it"
 	@echo "make bench       bench/run.py against embedded or given servers; args: BENCH_ARGS"
 	@echo "make services    start the embedded servers only and print their URLs"
 	@echo "make install     uv sync --frozen into .venv"
@@ -95,12 +116,16 @@ test: install
 		echo "*** SKIPPED the browser client's unit tests (clients/js/test/): node is not installed" \
 			"(Debian: apt-get install -y nodejs; Node >= 18) ***"; \
 	fi
+	@$(JS_TYPES)
 	$(DEVSERVICES) run -- $(VENV_BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV_BIN)/ruff check .
 	$(VENV_BIN)/ruff format --check .
 	DEBUG=1 $(VENV_BIN)/mypy
+
+js-types:
+	@$(JS_TYPES)
 
 bench: install
 	exec $(DEVSERVICES) run -- $(VENV_BIN)/python bench/run.py $(BENCH_ARGS)

@@ -380,7 +380,12 @@ USE_I18N = False
 # collectstatic step and no STATIC_ROOT, so `make run`, the tests and a bare
 # `uvicorn config.asgi:application` pod (read-only root filesystem included) all serve them.
 # The file list is read once at start-up; DEBUG re-reads it on every request (autorefresh).
+# /static/chat/client.js is clients/js/client.js itself (config/static.BrowserClientFinder).
 STATIC_URL = "static/"
+STATICFILES_FINDERS = [
+    "config.static.BrowserClientFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

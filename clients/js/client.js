@@ -1,8 +1,8 @@
 // tenantchat browser client: one dependency-free ES module (PROTOCOL.md section 7).
 //
-// This file is the source. The server serves it at /static/chat/client.js through a symlink
-// (chat/static/chat/client.js), and tests/chat/test_js_client.py checks both paths are the same
-// bytes. No build step: what is here is what browsers and `npm install` get.
+// This file is the one source: the server serves it as /static/chat/client.js (a static files
+// finder, config/static.py) and the npm package is made of it. No build step: what is here is
+// what browsers and `npm install` get.
 
 const RECONNECT_MIN_MS = 1000; // "at most once a second"
 const RECONNECT_MAX_MS = 30000; // "at least every 30 s"

@@ -1,5 +1,5 @@
 // Type declarations of the tenantchat browser client (client.js). Hand-written: keep them in
-// step with client.js and README.md.
+// step with client.js and README.md; `make js-types` compiles them against typecheck/usage.ts.
 
 /** `{access, refresh}` as `POST /api/auth/token/` and `/api/auth/token/refresh/` answer. */
 export interface Tokens {
@@ -17,10 +17,9 @@ export interface Attachment {
   url: string;
 }
 
-/** A `chat.message` frame (PROTOCOL.md sections 3 and 6); also each item of REST history,
- * of replies() and of search(). */
-export interface ChatMessage {
-  type: "chat.message";
+/** The fields of a `chat.message` and of a `chat.message.edited` frame. (Not `Omit<ChatMessage,
+ * "type">`: Omit over the index signature would keep only the signature, every field `unknown`.) */
+export interface ChatMessageFields {
   id: number;
   seq: number;
   room: string;
@@ -40,7 +39,12 @@ export interface ChatMessage {
   [extra: string]: unknown;
 }
 
-export interface ChatMessageEdited extends Omit<ChatMessage, "type"> {
+/** A `chat.message` frame (PROTOCOL.md sections 3 and 6); also each item of REST history,
+ * of replies() and of search(). */
+export interface ChatMessage extends ChatMessageFields {
+  type: "chat.message";
+}
+export interface ChatMessageEdited extends ChatMessageFields {
   type: "chat.message.edited";
 }
 export interface ChatMessageDeleted {
@@ -48,6 +52,8 @@ export interface ChatMessageDeleted {
   id: number;
   seq: number;
   room: string;
+  /** A deleted reply names its root, whose `reply_count` goes one down. */
+  parent_id?: number;
 }
 export interface MessageRead {
   type: "message.read";
@@ -57,9 +63,10 @@ export interface MessageRead {
 /** The room's answer to a react / unreact (the sender alone gets it for a no-op). */
 export interface ChatReaction {
   type: "chat.reaction";
-  /** The message's id and seq. */
+  /** The message's id, seq and room. */
   id: number;
   seq: number;
+  room: string;
   user: string;
   emoji: string;
   op: "add" | "remove";
@@ -73,7 +80,10 @@ export interface ErrorFrame {
   retry_after?: number;
 }
 
-/** Every server frame other than `chat.message` (room and notification sockets). */
+/** Every server frame other than `chat.message` (room and notification sockets), told apart by
+ * `type`. A closed union: a member `{type: string}` for frame types added later would match every
+ * `type` test and leave each narrowed frame's fields `unknown`; such frames do reach `onFrame`,
+ * so a `switch` on `type` keeps a `default`. */
 export type ServerFrame =
   | { type: "presence"; users: string[] }
   | { type: "user.joined" | "user.left" | "user.typing"; user: string }
@@ -87,8 +97,7 @@ export type ServerFrame =
   | ErrorFrame
   | { type: "mention"; room: string; message: ChatMessage }
   | { type: "room.added"; room: RoomInfo }
-  | { type: "room.removed"; room: string }
-  | { type: string; [field: string]: unknown };
+  | { type: "room.removed"; room: string };
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -164,15 +173,23 @@ export interface SendOptions {
 }
 
 export declare class TenantChatError extends Error {
-  /** The error frame's code, "http_<status>", "closed", "timeout" or "frame_too_large". */
+  /** The message is `"<code>: <detail>"`; the fields of `extra` are copied onto the error. */
+  constructor(
+    code: string,
+    detail?: string,
+    extra?: Partial<Pick<TenantChatError, "status" | "body" | "retryAfter" | "closeCode" | "reason" | "frame">>,
+  );
+  /** The error frame's code, "http_<status>", "closed", "timeout", "frame_too_large" or
+   * "unauthorized" (no token to be had). */
   code: string;
   detail?: string;
   /** REST errors: the status and the parsed body. */
   status?: number;
   body?: unknown;
   retryAfter?: number;
-  /** "closed": the close code that stopped the socket. */
+  /** "closed": the close code and reason that stopped the socket. */
   closeCode?: number;
+  reason?: string;
   frame?: ErrorFrame;
 }
 
@@ -182,6 +199,8 @@ declare class Socket {
 }
 
 export declare class Room extends Socket {
+  /** What `chat.room(slug, options)` does. */
+  constructor(chat: TenantChat, slug: string, options?: RoomOptions);
   readonly slug: string;
   /** The chat.message frames shown since the room opened (replays included), by seq, no
    * duplicates; edits are applied in place and deleted messages removed. */
@@ -205,7 +224,10 @@ export declare class Room extends Socket {
   upload(file: Blob | ArrayBuffer | ArrayBufferView | string, name?: string): Promise<Attachment>;
 }
 
-export declare class Notifications extends Socket {}
+export declare class Notifications extends Socket {
+  /** What `chat.notifications(options)` does. */
+  constructor(chat: TenantChat, options?: SocketOptions);
+}
 
 export declare class TenantChat {
   constructor(options?: TenantChatOptions);

@@ -1,32 +1,55 @@
 """The browser client as served (`/static/chat/client.js`) and as packaged (`clients/js/`), and
-the pages at `/`, on a real uvicorn in production mode (DEBUG=0, WhiteNoise's start-up index).
+the pages at `/`, on a real uvicorn in production mode (DEBUG=0, WhiteNoise's start-up index)
+and once in development mode (DEBUG=1: the finders asked on each request).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from tests.api_helpers import PLATFORM_HOST, http
 from tests.conftest import ROOT, LiveServer, TenantInfo
 
 PACKAGE = ROOT / "clients" / "js"
-SERVED_COPY = ROOT / "chat" / "static" / "chat" / "client.js"
 
 
 def test_served_client_is_the_package_file_byte_for_byte(
     live_server: LiveServer, tenant_a: TenantInfo
 ) -> None:
-    source = (PACKAGE / "client.js").read_bytes()
-    assert SERVED_COPY.read_bytes() == source, (
-        "chat/static/chat/client.js differs from clients/js/client.js (the source): "
-        "cp clients/js/client.js chat/static/chat/client.js"
-    )
     with http(live_server, tenant_a.domain) as client:
         response = client.get("/static/chat/client.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
-    assert response.content == source
+    assert response.content == (PACKAGE / "client.js").read_bytes()
+
+
+def test_nothing_else_of_the_package_folder_is_served(
+    live_server: LiveServer, tenant_a: TenantInfo
+) -> None:
+    with http(live_server, tenant_a.domain) as client:
+        for name in (
+            "package.json",
+            "index.d.ts",
+            "test/fakes.js",
+            "node_modules/.package-lock.json",
+        ):
+            assert client.get(f"/static/chat/{name}").status_code == 404, name
+
+
+def test_a_development_server_serves_the_same_files(
+    server_factory: Callable[..., LiveServer], tenant_a: TenantInfo
+) -> None:
+    server = server_factory(DEBUG="1")
+    with http(server, tenant_a.domain) as client:
+        module = client.get("/static/chat/client.js")
+        demo = client.get("/static/chat/demo/demo.js")
+        package = client.get("/static/chat/package.json")
+    assert module.status_code == 200
+    assert module.content == (PACKAGE / "client.js").read_bytes()
+    assert demo.status_code == 200 and 'from "../client.js"' in demo.text
+    assert package.status_code == 404
 
 
 def test_client_module_imports_nothing() -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.contrib.staticfiles import finders
 
 from tests.conftest import LiveServer, free_port
 
@@ -57,6 +58,9 @@ APP_CODE = (
     "middleware",
     "manage.py",
 )
+# Files the image holds besides the Python code: the browser client, served at
+# /static/chat/client.js from its one source.
+APP_FILES = ("clients/js/client.js",)
 EXPECTED_CMD = [
     "/app/.venv/bin/uvicorn",
     "config.asgi:application",
@@ -614,7 +618,7 @@ def test_runtime_stage_holds_only_the_venv_and_the_app_code_and_runs_unprivilege
     sources = sorted(
         args.split()[0].rstrip("/") for args in copies if not args.startswith("--from=")
     )
-    assert sources == sorted(APP_CODE)
+    assert sources == sorted((*APP_CODE, *APP_FILES))
     assert not [i for i, _ in runtime if i == "ADD"]
     env = " ".join(args for instruction, args in runtime if instruction == "ENV")
     assert "PYTHONUNBUFFERED=1" in env
@@ -658,8 +662,25 @@ def test_dockerignore_next_to_the_dockerfile_allows_only_what_the_build_copies()
     ]
     assert rules[0] == "*", "an allow-list: everything is excluded first"
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
-    assert allowed == {*APP_CODE, "pyproject.toml", "uv.lock"}
+    assert allowed == {*APP_CODE, *APP_FILES, "pyproject.toml", "uv.lock"}
     assert "**/__pycache__" in rules
+
+
+def test_image_holds_every_file_the_static_finders_serve() -> None:
+    # Installed packages' files come with the venv (the builder stage's); every other static
+    # file must be under one of the runtime stage's COPY lines.
+    copied = [(ROOT / name).resolve() for name in (*APP_CODE, *APP_FILES)]
+    copied.append(Path(sys.prefix).resolve())
+    served = [
+        Path(storage.path(path)).resolve()
+        for finder in finders.get_finders()
+        for path, storage in finder.list(None)
+    ]
+    assert (ROOT / "clients" / "js" / "client.js").resolve() in served
+    for source in served:
+        assert any(source.is_relative_to(place) for place in copied), (
+            f"{source} is not in the image"
+        )
 
 
 def test_uvicorn_accepts_every_flag_of_the_image_cmd() -> None:
