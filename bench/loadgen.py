@@ -451,7 +451,8 @@ def _other(args: argparse.Namespace, worker_pids: list[int]) -> OtherCpu:
     return OtherCpu(ours)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parser() -> argparse.ArgumentParser:
+    """The load generator's options (bench/handshake_profile.py drives its workers with them)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--url", required=True, help="ws://127.0.0.1:8000 (comma-separate several)")
     ap.add_argument("--host", default=None, help="Host header (tenant domain), no port")
@@ -491,6 +492,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="more pids that are ours (idle servers of other systems): not counted as other",
     )
     ap.add_argument("--out", default=None, help="also write the JSON report here")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = parser()
     args = ap.parse_args(argv)
     if not args.connect_only and not 0 < args.senders <= args.members:
         ap.error("--senders must be between 1 and --members")

@@ -140,6 +140,51 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def provision_bench_tenant(env: dict[str, str], domain: str, tokens: Path) -> None:
+    """The `bench` tenant with 400 users, its chat tables emptied, and their access tokens
+    in `tokens` (`env` carries the server's DATABASE_URL and SECRET_KEY)."""
+    subprocess.run(
+        [PY, "manage.py", "migrate_schemas", "--shared", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    subprocess.run(
+        [
+            PY,
+            "manage.py",
+            "bench_provision",
+            "--tenant",
+            "bench",
+            "--domain",
+            domain,
+            "--users",
+            "400",
+            "--tokens-out",
+            str(tokens),
+            "--reset-chat",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def redis_server_command(port: int) -> list[str]:
+    """A redis-server of the bench's own on `port` (never the shared one), no persistence."""
+    redis_bin = shutil.which("redis-server")
+    if not redis_bin:
+        raise RuntimeError("redis-server not on PATH")
+    cmd = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    return [*cmd, "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+
+
+def wait_redis(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _redis_ping(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bench's redis-server did not start")
+        time.sleep(0.05)
+
+
 class Quiet:
     """Waits, within a budget, until other work on the machine (tests, builds) stops,
     so that a step does not measure someone else's load. What could not be avoided is
@@ -713,19 +758,11 @@ def recovery_run(args: argparse.Namespace, cfg: dict[str, Any], tmp: Path) -> di
 
     from recovery import run_recovery
 
-    redis_bin = shutil.which("redis-server")
-    if not redis_bin:
-        raise RuntimeError("redis-server not on PATH")
     port = free_port()
-    cmd = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    cmd += ["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+    cmd = redis_server_command(port)
     logf = open(tmp / "recovery-redis.log", "ab")  # noqa: SIM115
     holder = {"p": subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)}
-    deadline = time.monotonic() + 10
-    while not _redis_ping(port):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the bench's redis-server did not start")
-        time.sleep(0.05)
+    wait_redis(port)
 
     def kill() -> None:
         log(f"recovery: SIGKILL redis-server on :{port}")
@@ -916,29 +953,7 @@ def main() -> None:
         "REDIS_URL": redis_url,
     }
     # The tokens serve every system (the baselines verify the same JWTs with PyJWT).
-    subprocess.run(
-        [PY, "manage.py", "migrate_schemas", "--shared", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-    subprocess.run(
-        [
-            PY,
-            "manage.py",
-            "bench_provision",
-            "--tenant",
-            "bench",
-            "--domain",
-            cfg["domain"],
-            "--users",
-            "400",
-            "--tokens-out",
-            str(cfg["tokens"]),
-            "--reset-chat",
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    provision_bench_tenant(env, cfg["domain"], cfg["tokens"])
     if "raw" in names:
         ensure_database(database_url, raw_db)
         subprocess.run([PY, str(BENCH / "raw_app.py"), "--init-db", cfg["raw_url"]], check=True)
