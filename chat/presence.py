@@ -112,6 +112,7 @@ class Presence:
         self._leave = self.redis.register_script(_LEAVE)
         self._sweep = self.redis.register_script(_HEARTBEAT_SWEEP)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat_starting = asyncio.Lock()
         # Groups this process holds sockets in (and how many), swept at every heartbeat.
         self.held: Counter[str] = Counter()
 
@@ -154,9 +155,16 @@ class Presence:
             await events.broadcast(group, events.user_event(ServerFrame.USER_LEFT, username))
 
     async def _ensure_heartbeat(self) -> None:
-        if self._heartbeat is None:
-            await self.redis.set(self.process_key_prefix + PROCESS_ID, "1", ex=self.ttl)
-            self._heartbeat = start_background(self._beat(), name="presence-heartbeat")
+        """The liveness key exists before the first join counts (a sweep takes the entries of
+        a process without one for a dead process's), and ONE loop keeps it. Handshakes that
+        arrive while the first SET is in flight wait for it: each used to start a loop of its
+        own (about 18 of them on a pod opening 2000 sockets, each sweeping every room)."""
+        if self._heartbeat is not None:
+            return
+        async with self._heartbeat_starting:
+            if self._heartbeat is None:  # a SET that failed leaves it None: the next tries
+                await self.redis.set(self.process_key_prefix + PROCESS_ID, "1", ex=self.ttl)
+                self._heartbeat = start_background(self._beat(), name="presence-heartbeat")
 
     async def join(self, group: str, username: str) -> tuple[bool, list[str]]:
         """Count a socket in; returns (first socket of this user, users present)."""
