@@ -21,8 +21,10 @@ condition against the committed value, so uploads on any number of pods cannot t
 the quota, and the counter is the sum of the rows' sizes at every commit. An upload inserts
 (and counts) its row BEFORE writing the file, so nothing is written past the quota, and a
 process killed mid-upload leaves a counted, unlinked row that the sweep removes. The tenant
-row is always the last lock a path takes (upload: room key, its row, tenant; message and room
-delete, sweep: attachment rows, tenant), so the counter adds no lock cycle.
+row is always the last lock a path takes (upload: room key, its row, tenant; message delete:
+room key, message, attachment rows, tenant; room delete: room, attachment rows, tenant, then
+its messages; sweep: attachment rows, tenant), so the counter adds no lock cycle, and every
+path that meets a room delete locks the room first.
 """
 
 from __future__ import annotations

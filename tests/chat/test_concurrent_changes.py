@@ -7,23 +7,32 @@ handles its frames in order, so the pong comes after its change was stored and p
 and then a fence message from the pod that the observer is NOT on: a frame from another pod
 reaches the observer through Redis, in the order of the PUBLISHes, so every frame of the
 round is in front of the fence (a frame of the observer's own pod is delivered at once).
+
+A room delete (REST, pod A) races the delete of a message with attachments (socket, pod B)
+the same way, the frame sent a little later each round; the room's kick ends each round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
+from tests.chat.test_attachments import stored_files
 from tests.conftest import (
     LiveServer,
     TenantInfo,
+    UserInfo,
     make_user_in,
     start_server,
     tokens_for,
@@ -41,7 +50,7 @@ from tests.realtime_helpers import (
     room_path,
     send,
 )
-from tests.support import ws_connect
+from tests.support import TIMEOUT, ws_connect
 
 ROUNDS = 20
 # Both racing sockets write several frames a round: the per-socket budget is not under test.
@@ -82,13 +91,19 @@ def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
 
 
 @pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pods' shared DATA_DIR (attachments are files under it)."""
+    return tmp_path_factory.mktemp("races-data")
+
+
+@pytest.fixture(scope="module")
 def pods(
-    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, django_db_setup: None
 ) -> Iterator[tuple[LiveServer, LiveServer]]:
     tmp = tmp_path_factory.mktemp("races")
-    first = start_server(tmp, **FAST)
+    first = start_server(tmp, DATA_DIR=str(data_dir), **FAST)
     try:
-        second = start_server(tmp, **FAST)
+        second = start_server(tmp, DATA_DIR=str(data_dir), **FAST)
     except BaseException:
         first.stop()
         raise
@@ -381,3 +396,118 @@ async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refu
         if text:
             assert replies[root] < rows[root]["deleted_at"]
     print("reply/delete outcomes:", Counter("stored" if t else "refused" for t in raced.values()))
+
+
+def _client(server: LiveServer, user: UserInfo) -> httpx.AsyncClient:
+    """An HTTP client of `server` for `user` (async: the sockets are read meanwhile)."""
+    headers = {"Host": user.tenant.domain, "Authorization": f"Bearer {tokens_for(user)['access']}"}
+    return httpx.AsyncClient(base_url=server.url, headers=headers, timeout=TIMEOUT)
+
+
+async def _frames_until_closed(ws: Any) -> tuple[list[Frame], int | None]:
+    """Every frame until the server closes the socket, and its close code (None: still open
+    after TIMEOUT)."""
+    frames: list[Frame] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                frames.append(json.loads(await ws.recv()))
+    except websockets.ConnectionClosed:
+        pass
+    except TimeoutError:
+        return frames, None
+    return frames, ws.close_code
+
+
+async def test_a_room_delete_racing_the_delete_of_a_message_with_attachments_deletes_both(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked, data_dir: Path
+) -> None:
+    """An admin deletes the room over REST on pod A while the author deletes a message with
+    attachments in it on pod B: the room delete is a 204, the message delete is stored or
+    `not_found` (or unanswered: the room's kick may close the socket first), the socket
+    closes 4403, and the room, its attachment rows and their files are gone. Neither is
+    answered 503/`unavailable` (a deadlock between the two transactions)."""
+    from chat.models import Attachment, Message
+    from chat.models import Room as RoomRow
+
+    tenant = hooked.tenant
+    pod_a, pod_b = pods
+    admin, author = make_user_in(tenant, is_admin=True), make_user_in(tenant)
+    outcomes: Counter[str] = Counter()
+    slugs: list[str] = []
+    message_ids: list[int] = []
+    attachment_ids: list[int] = []
+    keys: set[str] = set()
+    async with (
+        Sockets() as sockets,
+        _client(pod_a, admin) as admin_a,
+        _client(pod_b, author) as author_b,
+    ):
+        for n in range(ROUNDS):
+            slug = unique("gone_")
+            slugs.append(slug)
+            assert (await admin_a.post("/api/rooms/", json={"slug": slug})).status_code == 201
+            ids = []
+            for k in range(2):
+                response = await author_b.post(
+                    f"/api/rooms/{slug}/attachments/",
+                    files={"file": (f"f{k}.txt", f"file {k} of {slug}\n".encode(), "text/plain")},
+                )
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            response = await author_b.post(
+                f"/api/rooms/{slug}/messages/", json={"message": "files", "attachments": ids}
+            )
+            assert response.status_code == 201, response.text
+            message_id = response.json()["id"]
+            message_ids.append(message_id)
+            attachment_ids.extend(ids)
+            keys |= set(
+                in_tenant(
+                    tenant,
+                    lambda ids=ids: list(
+                        Attachment.objects.filter(pk__in=ids).values_list("storage_key", flat=True)
+                    ),
+                )
+            )
+            ws = await sockets.room(pod_b, author, slug)
+            await frames_until(ws, of_type("presence"))
+
+            async def delete_message(ws: Any = ws, message_id: int = message_id, n: int = n) -> Any:
+                # The REST delete reaches its transaction some milliseconds after a frame
+                # reaches the consumer's: the frame goes 0 to 18 ms later, so that in some
+                # rounds the two transactions overlap at every point.
+                await asyncio.sleep(n % 10 * 0.002)
+                with contextlib.suppress(websockets.ConnectionClosed):  # the kick came first
+                    await send(ws, {"type": "delete", "id": message_id})
+                return await _frames_until_closed(ws)
+
+            (frames, closed), room_deleted = await asyncio.gather(
+                delete_message(), admin_a.delete(f"/api/rooms/{slug}/")
+            )
+            assert room_deleted.status_code == 204, (room_deleted.status_code, room_deleted.text)
+            errors = _errors(frames)
+            assert errors in ([], ["not_found"]), frames
+            assert closed == 4403, (closed, frames)
+            deleted = _of(frames, "chat.message.deleted", message_id)
+            assert len(deleted) <= 1 and not (deleted and errors), frames
+            outcomes["message first" if deleted else "room first" if errors else "unanswered"] += 1
+    left = in_tenant(
+        tenant,
+        lambda: (
+            RoomRow.objects.filter(slug__in=slugs).count(),
+            Message.objects.filter(pk__in=message_ids).count(),
+            Attachment.objects.filter(pk__in=attachment_ids).count(),
+        ),
+    )
+    assert left == (0, 0, 0)
+    # A message delete that won removes its files after its commit, which the room delete
+    # waited for; an unanswered one may still be at it.
+    deadline = time.monotonic() + 5
+    while True:
+        left_files = keys & stored_files(data_dir)
+        if not left_files or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert not left_files
+    print("room/message delete outcomes:", dict(outcomes))
