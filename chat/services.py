@@ -782,8 +782,14 @@ def _react(
     """Add or remove the user's emoji on a live message of the room, under the message row's
     lock (so `reactions` stays exact under concurrent reactions, on any process). Returns
     the message's seq, the counts after it, and whether anything changed (reacting twice,
-    or removing what is not there, changes nothing)."""
+    or removing what is not there, changes nothing).
+
+    The room's key lock comes first (`room_key_lock`): a room delete deletes the reactions
+    of its messages before the messages, so a reaction inserted under the message's lock
+    meanwhile was still there when the room delete's commit checked the foreign key (a 500)."""
     with transaction.atomic():
+        if not room_key_lock(room.id):
+            raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.", field="id")
         row = (
             Message.objects.select_for_update(of=("self",))
             .filter(pk=message_id, room_id=room.id, deleted_at__isnull=True)

@@ -8,8 +8,9 @@ and then a fence message from the pod that the observer is NOT on: a frame from 
 reaches the observer through Redis, in the order of the PUBLISHes, so every frame of the
 round is in front of the fence (a frame of the observer's own pod is delivered at once).
 
-A room delete (REST, pod A) races the delete of a message with attachments (socket, pod B)
-the same way, the frame sent a little later each round; the room's kick ends each round.
+A room delete (REST, pod A) races the delete of (or a reaction to) a message with
+attachments (socket, pod B) the same way, the frame sent a little later each round; the
+room's kick ends each round.
 """
 
 from __future__ import annotations
@@ -419,15 +420,22 @@ async def _frames_until_closed(ws: Any) -> tuple[list[Frame], int | None]:
     return frames, ws.close_code
 
 
-async def test_a_room_delete_racing_the_delete_of_a_message_with_attachments_deletes_both(
-    pods: tuple[LiveServer, LiveServer], hooked: Hooked, data_dir: Path
+# The frame a change racing a room delete is answered with when it comes first.
+ANSWER_OF = {"delete": "chat.message.deleted", "react": "chat.reaction"}
+EXTRA_OF: dict[str, Frame] = {"delete": {}, "react": {"emoji": "+1"}}
+
+
+@pytest.mark.parametrize("change", ["delete", "react"])
+async def test_a_room_delete_racing_a_change_of_a_message_with_attachments_removes_everything(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked, data_dir: Path, change: str
 ) -> None:
-    """An admin deletes the room over REST on pod A while the author deletes a message with
-    attachments in it on pod B: the room delete is a 204, the message delete is stored or
-    `not_found` (or unanswered: the room's kick may close the socket first), the socket
-    closes 4403, and the room, its attachment rows and their files are gone. Neither is
-    answered 503/`unavailable` (a deadlock between the two transactions)."""
-    from chat.models import Attachment, Message
+    """An admin deletes the room over REST on pod A while the author deletes (or reacts to)
+    a message with attachments in it on pod B: the room delete is a 204, the change is
+    stored or `not_found` (or unanswered: the room's kick may close the socket first), the
+    socket closes 4403, and the room, its messages, reactions, attachment rows and files are
+    gone. Neither is answered 5xx/`unavailable` (a deadlock of the two transactions, or a
+    reaction left behind its deleted message)."""
+    from chat.models import Attachment, Message, Reaction
     from chat.models import Room as RoomRow
 
     tenant = hooked.tenant
@@ -473,34 +481,37 @@ async def test_a_room_delete_racing_the_delete_of_a_message_with_attachments_del
             ws = await sockets.room(pod_b, author, slug)
             await frames_until(ws, of_type("presence"))
 
-            async def delete_message(ws: Any = ws, message_id: int = message_id, n: int = n) -> Any:
+            async def change_message(ws: Any = ws, message_id: int = message_id, n: int = n) -> Any:
                 # The REST delete reaches its transaction some milliseconds after a frame
                 # reaches the consumer's: the frame goes 0 to 18 ms later, so that in some
                 # rounds the two transactions overlap at every point.
                 await asyncio.sleep(n % 10 * 0.002)
                 with contextlib.suppress(websockets.ConnectionClosed):  # the kick came first
-                    await send(ws, {"type": "delete", "id": message_id})
+                    await send(ws, {"type": change, "id": message_id, **EXTRA_OF[change]})
                 return await _frames_until_closed(ws)
 
             (frames, closed), room_deleted = await asyncio.gather(
-                delete_message(), admin_a.delete(f"/api/rooms/{slug}/")
+                change_message(), admin_a.delete(f"/api/rooms/{slug}/")
             )
             assert room_deleted.status_code == 204, (room_deleted.status_code, room_deleted.text)
             errors = _errors(frames)
             assert errors in ([], ["not_found"]), frames
             assert closed == 4403, (closed, frames)
-            deleted = _of(frames, "chat.message.deleted", message_id)
-            assert len(deleted) <= 1 and not (deleted and errors), frames
-            outcomes["message first" if deleted else "room first" if errors else "unanswered"] += 1
+            answered = _of(frames, ANSWER_OF[change], message_id)
+            assert len(answered) <= 1 and not (answered and errors), frames
+            outcomes[
+                f"{change} first" if answered else "room first" if errors else "unanswered"
+            ] += 1
     left = in_tenant(
         tenant,
         lambda: (
             RoomRow.objects.filter(slug__in=slugs).count(),
             Message.objects.filter(pk__in=message_ids).count(),
             Attachment.objects.filter(pk__in=attachment_ids).count(),
+            Reaction.objects.filter(message_id__in=message_ids).count(),
         ),
     )
-    assert left == (0, 0, 0)
+    assert left == (0, 0, 0, 0)
     # A message delete that won removes its files after its commit, which the room delete
     # waited for; an unanswered one may still be at it.
     deadline = time.monotonic() + 5
@@ -510,4 +521,4 @@ async def test_a_room_delete_racing_the_delete_of_a_message_with_attachments_del
             break
         await asyncio.sleep(0.1)
     assert not left_files
-    print("room/message delete outcomes:", dict(outcomes))
+    print(f"room delete/{change} outcomes:", dict(outcomes))
