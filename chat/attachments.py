@@ -56,7 +56,7 @@ from django.utils.http import content_disposition_header
 
 from chat.models import Attachment, Room
 from chat.protocol import ErrorCode
-from chat.services import Actor, ChatError
+from chat.services import Actor, ChatError, room_key_lock
 from infra import parsers
 from tenants.context import current_schema, run_in_schema
 
@@ -254,8 +254,11 @@ def attachment_upload(
 
     def reserve() -> Attachment:
         with transaction.atomic():
-            # The row first (its foreign key waits for a room delete in progress), the
-            # tenant's counter last: the lock order of every path here.
+            # The room's key first, the tenant's counter last: the lock order of every path
+            # here. The row's foreign key takes the room's key only at the commit (deferred),
+            # after the counter, which a room delete that has locked the room waits for.
+            if not room_key_lock(room.pk):
+                raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
             attachment = Attachment.objects.create(
                 room_id=room.pk,
                 uploader_id=actor.id,

@@ -522,3 +522,63 @@ async def test_a_room_delete_racing_a_change_of_a_message_with_attachments_remov
         await asyncio.sleep(0.1)
     assert not left_files
     print(f"room delete/{change} outcomes:", dict(outcomes))
+
+
+async def test_uploads_racing_a_room_delete_are_stored_before_it_or_not_found(
+    pods: tuple[LiveServer, LiveServer], hooked: Hooked, data_dir: Path
+) -> None:
+    """Three uploads on pod B race the delete of their room (which has an upload already) on
+    pod A: the room delete is a 204, each upload a 201 or a 404, and nothing of the room is
+    left (rows, files), the tenant's counter still the sum of its rows' sizes. Neither is
+    answered 503 (a deadlock: the upload's foreign key took the room's lock only at its
+    commit, after the tenant row that the room delete waited for)."""
+    from django.db.models import Sum
+
+    from chat.models import Attachment
+    from chat.models import Room as RoomRow
+    from tenants.models import Tenant
+
+    tenant = hooked.tenant
+    pod_a, pod_b = pods
+    admin, author = make_user_in(tenant, is_admin=True), make_user_in(tenant)
+    outcomes: Counter[tuple[int, ...]] = Counter()
+    room_ids: list[int] = []
+
+    async def upload(client: httpx.AsyncClient, slug: str, delay: float = 0) -> int:
+        await asyncio.sleep(delay)
+        response = await client.post(
+            f"/api/rooms/{slug}/attachments/", files={"file": ("a.txt", b"hi\n", "text/plain")}
+        )
+        return response.status_code
+
+    async def delete_room(client: httpx.AsyncClient, slug: str, delay: float) -> httpx.Response:
+        await asyncio.sleep(delay)
+        return await client.delete(f"/api/rooms/{slug}/")
+
+    async with _client(pod_a, admin) as admin_a, _client(pod_b, author) as author_b:
+        for n in range(ROUNDS):
+            slug = unique("up_")
+            assert (await admin_a.post("/api/rooms/", json={"slug": slug})).status_code == 201
+            room_ids.append(in_tenant(tenant, lambda slug=slug: RoomRow.objects.get(slug=slug).pk))
+            # The room delete releases bytes (the tenant row's lock) only if it has some.
+            assert await upload(author_b, slug) == 201
+            # An upload reaches its transaction later than a delete (the multipart body): the
+            # delete goes 0 to 18 ms after the uploads, which go a millisecond apart.
+            room_deleted, *uploads = await asyncio.gather(
+                delete_room(admin_a, slug, n % 10 * 0.002),
+                *(upload(author_b, slug, k * 0.001) for k in range(3)),
+            )
+            assert room_deleted.status_code == 204, (room_deleted.status_code, room_deleted.text)
+            assert set(uploads) <= {201, 404}, uploads
+            outcomes[tuple(sorted(uploads))] += 1
+
+    def left() -> tuple[int, int, int]:
+        used = Tenant.objects.get(schema_name=tenant.schema_name).attachment_bytes_used
+        total = Attachment.objects.aggregate(total=Sum("size"))["total"] or 0
+        return Attachment.objects.filter(room_id__in=room_ids).count(), used, total
+
+    rows, used, total = in_tenant(tenant, left)
+    assert rows == 0 and used == total
+    prefixes = tuple(f"{tenant.schema_name}/{room_id}/" for room_id in room_ids)
+    assert not [key for key in stored_files(data_dir) if key.startswith(prefixes)]
+    print("upload outcomes:", dict(outcomes))
