@@ -279,9 +279,13 @@ def attachment_upload(
         raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
     try:
         stored = attachment_storage().save(key, upload)
-    except BaseException:
-        run_in_schema(schema_name, _attachment_forget, attachment.pk)
+    except BaseException as exc:
+        forgotten = run_in_schema(schema_name, _attachment_forget, attachment.pk)
         _remove_files([key])
+        if isinstance(exc, OSError) and not forgotten:
+            # A room deleted meanwhile removed the row, then the file being written (the
+            # local storage's chmod after the write found it gone): the room's answer.
+            raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
         raise
     if stored != key:  # the storage chose another name (never with a random part, but...)
         attachment.storage_key = stored
@@ -342,10 +346,11 @@ def _delete_rows(rows: Any) -> list[str]:
     return [key for _, _, key in found]
 
 
-def _attachment_forget(attachment_id: int) -> None:
-    """An upload whose file could not be written: its row goes, its bytes are released."""
+def _attachment_forget(attachment_id: int) -> bool:
+    """An upload whose file could not be written: its row goes, its bytes are released.
+    False if the row was gone already."""
     with transaction.atomic():
-        _delete_rows(Attachment.objects.filter(pk=attachment_id))
+        return bool(_delete_rows(Attachment.objects.filter(pk=attachment_id)))
 
 
 def attachment_usage_recount(schema_name: str) -> int:
