@@ -21,8 +21,10 @@ condition against the committed value, so uploads on any number of pods cannot t
 the quota, and the counter is the sum of the rows' sizes at every commit. An upload inserts
 (and counts) its row BEFORE writing the file, so nothing is written past the quota, and a
 process killed mid-upload leaves a counted, unlinked row that the sweep removes. The tenant
-row is always the last lock a path takes (upload: room key, its row, tenant; message and room
-delete, sweep: attachment rows, tenant), so the counter adds no lock cycle.
+row is always the last lock a path takes (upload: room key, its row, tenant; message delete:
+room key, message, attachment rows, tenant; room delete: room, attachment rows, tenant, then
+its messages; sweep: attachment rows, tenant), so the counter adds no lock cycle, and every
+path that meets a room delete locks the room first.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from django.utils.http import content_disposition_header
 
 from chat.models import Attachment, Room
 from chat.protocol import ErrorCode
-from chat.services import Actor, ChatError
+from chat.services import Actor, ChatError, room_key_lock
 from infra import parsers
 from tenants.context import current_schema, run_in_schema
 
@@ -252,8 +254,11 @@ def attachment_upload(
 
     def reserve() -> Attachment:
         with transaction.atomic():
-            # The row first (its foreign key waits for a room delete in progress), the
-            # tenant's counter last: the lock order of every path here.
+            # The room's key first, the tenant's counter last: the lock order of every path
+            # here. The row's foreign key takes the room's key only at the commit (deferred),
+            # after the counter, which a room delete that has locked the room waits for.
+            if not room_key_lock(room.pk):
+                raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
             attachment = Attachment.objects.create(
                 room_id=room.pk,
                 uploader_id=actor.id,
@@ -274,9 +279,13 @@ def attachment_upload(
         raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
     try:
         stored = attachment_storage().save(key, upload)
-    except BaseException:
-        run_in_schema(schema_name, _attachment_forget, attachment.pk)
+    except BaseException as exc:
+        forgotten = run_in_schema(schema_name, _attachment_forget, attachment.pk)
         _remove_files([key])
+        if isinstance(exc, OSError) and not forgotten:
+            # A room deleted meanwhile removed the row, then the file being written (the
+            # local storage's chmod after the write found it gone): the room's answer.
+            raise ChatError(ErrorCode.NOT_FOUND, "No such room.") from None
         raise
     if stored != key:  # the storage chose another name (never with a random part, but...)
         attachment.storage_key = stored
@@ -337,10 +346,11 @@ def _delete_rows(rows: Any) -> list[str]:
     return [key for _, _, key in found]
 
 
-def _attachment_forget(attachment_id: int) -> None:
-    """An upload whose file could not be written: its row goes, its bytes are released."""
+def _attachment_forget(attachment_id: int) -> bool:
+    """An upload whose file could not be written: its row goes, its bytes are released.
+    False if the row was gone already."""
     with transaction.atomic():
-        _delete_rows(Attachment.objects.filter(pk=attachment_id))
+        return bool(_delete_rows(Attachment.objects.filter(pk=attachment_id)))
 
 
 def attachment_usage_recount(schema_name: str) -> int:

@@ -591,6 +591,21 @@ async def message_send(
     return frame, created
 
 
+def room_key_lock(room_id: int) -> bool:
+    """Take the room row's FOR KEY SHARE lock until the transaction ends; False if the room
+    is gone. It waits only for a room delete (FOR UPDATE), never for a send (the seq
+    trigger's UPDATE of `last_seq` is FOR NO KEY UPDATE) nor another holder, and a path
+    that takes it first cannot close a lock cycle with a room delete, which locks the room
+    before anything else of it. A foreign key's own check takes the same lock only at the
+    commit (Django's constraints are DEFERRABLE INITIALLY DEFERRED): too late for that."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM chat_room WHERE id = %s FOR KEY SHARE",
+            [room_id],
+        )
+        return cursor.fetchone() is not None
+
+
 def _change_message(
     room_id: int, message_id: Any, actor: Actor, body: str | None
 ) -> tuple[Message, str]:
@@ -607,9 +622,16 @@ def _change_message(
     message is deleted once (one frame, one `message.deleted` event, the root's
     `reply_count` lowered once) and never edited after its deletion: the loser gets
     not_found. Reactions take the same lock (`_react`), and a reply's trigger takes the
-    root's (chat/migrations/0003), so neither lands on a message deleted before it."""
+    root's (chat/migrations/0003), so neither lands on a message deleted before it.
+
+    The room's key lock comes first (`room_key_lock`): a room delete locks the room, then
+    the attachment rows, then deletes the messages, so a delete that locked its message
+    first and then waited for that message's attachment rows closed a cycle with it
+    (PostgreSQL ended one of the two: `unavailable` or a 503)."""
     actor_row = get_user_model().objects.filter(pk=actor.id, is_active=True)
     with transaction.atomic():
+        if not room_key_lock(room_id):
+            raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.")
         message = (
             Message.objects.select_for_update(of=("self",))
             .select_related("user")
@@ -760,8 +782,14 @@ def _react(
     """Add or remove the user's emoji on a live message of the room, under the message row's
     lock (so `reactions` stays exact under concurrent reactions, on any process). Returns
     the message's seq, the counts after it, and whether anything changed (reacting twice,
-    or removing what is not there, changes nothing)."""
+    or removing what is not there, changes nothing).
+
+    The room's key lock comes first (`room_key_lock`): a room delete deletes the reactions
+    of its messages before the messages, so a reaction inserted under the message's lock
+    meanwhile was still there when the room delete's commit checked the foreign key (a 500)."""
     with transaction.atomic():
+        if not room_key_lock(room.id):
+            raise ChatError(ErrorCode.NOT_FOUND, "No such message in this room.", field="id")
         row = (
             Message.objects.select_for_update(of=("self",))
             .filter(pk=message_id, room_id=room.id, deleted_at__isnull=True)

@@ -7,24 +7,34 @@ handles its frames in order, so the pong comes after its change was stored and p
 and then a fence message from the pod that the observer is NOT on: a frame from another pod
 reaches the observer through Redis, in the order of the PUBLISHes, so every frame of the
 round is in front of the fence (a frame of the observer's own pod is delivered at once).
+
+A room delete (REST, pod A) races the delete of (or a reaction to) a message with
+attachments (socket, pod B) the same way, the frame sent a little later each round; the
+room's kick ends each round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import httpx
 import pytest
 import websockets
 
+from tests.chat.test_attachments import stored_files
 from tests.conftest import (
     LiveServer,
     TenantInfo,
+    UserInfo,
     make_user_in,
     start_pods,
     stop_pods,
@@ -43,7 +53,7 @@ from tests.realtime_helpers import (
     room_path,
     send,
 )
-from tests.support import ws_connect
+from tests.support import TIMEOUT, ws_connect
 
 ROUNDS = 20
 # Both racing sockets write several frames a round: the per-socket budget is not under test.
@@ -84,10 +94,16 @@ def hooked(tenant_a: TenantInfo, django_db_blocker: Any) -> Iterator[Hooked]:
 
 
 @pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pods' shared DATA_DIR (attachments are files under it)."""
+    return tmp_path_factory.mktemp("races-data")
+
+
+@pytest.fixture(scope="module")
 def pods(
-    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, django_db_setup: None
 ) -> Iterator[list[LiveServer]]:
-    started = start_pods(tmp_path_factory.mktemp("races"), 2, **FAST)
+    started = start_pods(tmp_path_factory.mktemp("races"), 2, DATA_DIR=str(data_dir), **FAST)
     yield started
     stop_pods(started)
 
@@ -392,3 +408,188 @@ async def test_a_reply_racing_the_delete_of_its_root_is_stored_before_it_or_refu
         if text:
             assert replies[root] < rows[root]["deleted_at"]
     print("reply/delete outcomes:", Counter("stored" if t else "refused" for t in raced.values()))
+
+
+def _client(server: LiveServer, user: UserInfo) -> httpx.AsyncClient:
+    """An HTTP client of `server` for `user` (async: the sockets are read meanwhile)."""
+    headers = {"Host": user.tenant.domain, "Authorization": f"Bearer {tokens_for(user)['access']}"}
+    return httpx.AsyncClient(base_url=server.url, headers=headers, timeout=TIMEOUT)
+
+
+async def _frames_until_closed(ws: Any) -> tuple[list[Frame], int | None]:
+    """Every frame until the server closes the socket, and its close code (None: still open
+    after TIMEOUT)."""
+    frames: list[Frame] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                frames.append(json.loads(await ws.recv()))
+    except websockets.ConnectionClosed:
+        pass
+    except TimeoutError:
+        return frames, None
+    return frames, ws.close_code
+
+
+# The frame a change racing a room delete is answered with when it comes first.
+ANSWER_OF = {"delete": "chat.message.deleted", "react": "chat.reaction"}
+EXTRA_OF: dict[str, Frame] = {"delete": {}, "react": {"emoji": "+1"}}
+
+
+@pytest.mark.parametrize("change", ["delete", "react"])
+async def test_a_room_delete_racing_a_change_of_a_message_with_attachments_removes_everything(
+    pods: list[LiveServer], hooked: Hooked, data_dir: Path, change: str
+) -> None:
+    """An admin deletes the room over REST on pod A while the author deletes (or reacts to)
+    a message with attachments in it on pod B: the room delete is a 204, the change is
+    stored or `not_found` (or unanswered: the room's kick may close the socket first), the
+    socket closes 4403, and the room, its messages, reactions, attachment rows and files are
+    gone. Neither is answered 5xx/`unavailable` (a deadlock of the two transactions, or a
+    reaction left behind its deleted message)."""
+    from chat.models import Attachment, Message, Reaction
+    from chat.models import Room as RoomRow
+
+    tenant = hooked.tenant
+    pod_a, pod_b = pods
+    admin, author = make_user_in(tenant, is_admin=True), make_user_in(tenant)
+    outcomes: Counter[str] = Counter()
+    slugs: list[str] = []
+    message_ids: list[int] = []
+    attachment_ids: list[int] = []
+    keys: set[str] = set()
+    async with (
+        Sockets() as sockets,
+        _client(pod_a, admin) as admin_a,
+        _client(pod_b, author) as author_b,
+    ):
+        for n in range(ROUNDS):
+            slug = unique("gone_")
+            slugs.append(slug)
+            assert (await admin_a.post("/api/rooms/", json={"slug": slug})).status_code == 201
+            ids = []
+            for k in range(2):
+                response = await author_b.post(
+                    f"/api/rooms/{slug}/attachments/",
+                    files={"file": (f"f{k}.txt", f"file {k} of {slug}\n".encode(), "text/plain")},
+                )
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            response = await author_b.post(
+                f"/api/rooms/{slug}/messages/", json={"message": "files", "attachments": ids}
+            )
+            assert response.status_code == 201, response.text
+            message_id = response.json()["id"]
+            message_ids.append(message_id)
+            attachment_ids.extend(ids)
+            keys |= set(
+                in_tenant(
+                    tenant,
+                    lambda ids=ids: list(
+                        Attachment.objects.filter(pk__in=ids).values_list("storage_key", flat=True)
+                    ),
+                )
+            )
+            ws = await sockets.room(pod_b, author, slug)
+            await frames_until(ws, of_type("presence"))
+
+            async def change_message(ws: Any = ws, message_id: int = message_id, n: int = n) -> Any:
+                # The REST delete reaches its transaction some milliseconds after a frame
+                # reaches the consumer's: the frame goes 0 to 18 ms later, so that in some
+                # rounds the two transactions overlap at every point.
+                await asyncio.sleep(n % 10 * 0.002)
+                with contextlib.suppress(websockets.ConnectionClosed):  # the kick came first
+                    await send(ws, {"type": change, "id": message_id, **EXTRA_OF[change]})
+                return await _frames_until_closed(ws)
+
+            (frames, closed), room_deleted = await asyncio.gather(
+                change_message(), admin_a.delete(f"/api/rooms/{slug}/")
+            )
+            assert room_deleted.status_code == 204, (room_deleted.status_code, room_deleted.text)
+            errors = _errors(frames)
+            assert errors in ([], ["not_found"]), frames
+            assert closed == 4403, (closed, frames)
+            answered = _of(frames, ANSWER_OF[change], message_id)
+            assert len(answered) <= 1 and not (answered and errors), frames
+            outcomes[
+                f"{change} first" if answered else "room first" if errors else "unanswered"
+            ] += 1
+    left = in_tenant(
+        tenant,
+        lambda: (
+            RoomRow.objects.filter(slug__in=slugs).count(),
+            Message.objects.filter(pk__in=message_ids).count(),
+            Attachment.objects.filter(pk__in=attachment_ids).count(),
+            Reaction.objects.filter(message_id__in=message_ids).count(),
+        ),
+    )
+    assert left == (0, 0, 0, 0)
+    # A message delete that won removes its files after its commit, which the room delete
+    # waited for; an unanswered one may still be at it.
+    deadline = time.monotonic() + 5
+    while True:
+        left_files = keys & stored_files(data_dir)
+        if not left_files or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert not left_files
+    print(f"room delete/{change} outcomes:", dict(outcomes))
+
+
+async def test_uploads_racing_a_room_delete_are_stored_before_it_or_not_found(
+    pods: list[LiveServer], hooked: Hooked, data_dir: Path
+) -> None:
+    """Three uploads on pod B race the delete of their room (which has an upload already) on
+    pod A: the room delete is a 204, each upload a 201 or a 404, and nothing of the room is
+    left (rows, files), the tenant's counter still the sum of its rows' sizes. Neither is
+    answered 503 (a deadlock: the upload's foreign key took the room's lock only at its
+    commit, after the tenant row that the room delete waited for)."""
+    from django.db.models import Sum
+
+    from chat.models import Attachment
+    from chat.models import Room as RoomRow
+    from tenants.models import Tenant
+
+    tenant = hooked.tenant
+    pod_a, pod_b = pods
+    admin, author = make_user_in(tenant, is_admin=True), make_user_in(tenant)
+    outcomes: Counter[tuple[int, ...]] = Counter()
+    room_ids: list[int] = []
+
+    async def upload(client: httpx.AsyncClient, slug: str, delay: float = 0) -> int:
+        await asyncio.sleep(delay)
+        response = await client.post(
+            f"/api/rooms/{slug}/attachments/", files={"file": ("a.txt", b"hi\n", "text/plain")}
+        )
+        return response.status_code
+
+    async def delete_room(client: httpx.AsyncClient, slug: str, delay: float) -> httpx.Response:
+        await asyncio.sleep(delay)
+        return await client.delete(f"/api/rooms/{slug}/")
+
+    async with _client(pod_a, admin) as admin_a, _client(pod_b, author) as author_b:
+        for n in range(ROUNDS):
+            slug = unique("up_")
+            assert (await admin_a.post("/api/rooms/", json={"slug": slug})).status_code == 201
+            room_ids.append(in_tenant(tenant, lambda slug=slug: RoomRow.objects.get(slug=slug).pk))
+            # The room delete releases bytes (the tenant row's lock) only if it has some.
+            assert await upload(author_b, slug) == 201
+            # An upload reaches its transaction later than a delete (the multipart body): the
+            # delete goes 0 to 18 ms after the uploads, which go a millisecond apart.
+            room_deleted, *uploads = await asyncio.gather(
+                delete_room(admin_a, slug, n % 10 * 0.002),
+                *(upload(author_b, slug, k * 0.001) for k in range(3)),
+            )
+            assert room_deleted.status_code == 204, (room_deleted.status_code, room_deleted.text)
+            assert set(uploads) <= {201, 404}, uploads
+            outcomes[tuple(sorted(uploads))] += 1
+
+    def left() -> tuple[int, int, int]:
+        used = Tenant.objects.get(schema_name=tenant.schema_name).attachment_bytes_used
+        total = Attachment.objects.aggregate(total=Sum("size"))["total"] or 0
+        return Attachment.objects.filter(room_id__in=room_ids).count(), used, total
+
+    rows, used, total = in_tenant(tenant, left)
+    assert rows == 0 and used == total
+    prefixes = tuple(f"{tenant.schema_name}/{room_id}/" for room_id in room_ids)
+    assert not [key for key in stored_files(data_dir) if key.startswith(prefixes)]
+    print("upload outcomes:", dict(outcomes))
