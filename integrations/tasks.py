@@ -112,12 +112,21 @@ _DEFERRER: App | None = None
 
 
 def _deferrer() -> App:
-    """The app deferring through Django's own connection, in the worker too (whose app uses
-    an async psycopg pool: a synchronous defer from a database thread would run it on another
-    event loop), so a wake-up always joins the caller's transaction."""
+    """An app that defers through Django's own connection, in the worker too, so a wake-up
+    always joins the caller's transaction.
+
+    It knows no task: `configure_task` then defers by name through this app's own job
+    manager. The worker's app uses an async psycopg pool, and a task it knows stays bound to
+    it (`app.with_connector` shares the tasks, which is why Procrastinate deprecates it):
+    that is what this did before, so a retry's wake-up, deferred inside a drain's claim
+    transaction on a database thread, went through `async_to_sync` to the worker's loop and
+    that pool, outside the transaction, while the claim held the tenant's advisory lock and
+    its rows. py-spy showed database threads waiting there for tens of seconds; the other
+    claims of the tenant gave up after DB_UNAVAILABLE_TIMEOUT (`DatabaseUnavailable`, the
+    drains' failures of the last stop's steady runs) and leases ran out unrenewed."""
     global _DEFERRER
     if _DEFERRER is None:
-        _DEFERRER = app.with_connector(DjangoConnector())
+        _DEFERRER = App(connector=DjangoConnector())
     return _DEFERRER
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import TEST_DATABASE_URL, TenantInfo, blocking
 from tests.integrations.conftest import Receiver, Worker, start_worker
@@ -160,3 +162,34 @@ def test_a_drain_goes_on_when_its_listening_connection_is_ended(
     assert len(calls) >= 6, log
     assert reconnected, "the listener connects again"
     assert "webhook wake-up listener lost its connection" in log
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_a_wake_up_in_the_worker_joins_the_transaction_that_defers_it() -> None:
+    """The worker runs with the async psycopg connector that `procrastinate worker` swaps
+    into the app; a retry's wake-up, deferred by a claim on a database thread, must still go
+    through Django's connection, in the claim's transaction (gone with its rollback). It went
+    through the async connector instead (`async_to_sync` from the database thread), outside
+    the transaction, while the claim held the tenant's advisory lock and its rows."""
+    from django.db import connection, transaction
+    from procrastinate.contrib.django import app
+
+    from integrations import tasks
+
+    schema = f"t_wake_{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC) + timedelta(seconds=30)
+    with (
+        app.replace_connector(app.connector.get_worker_connector()),
+        pytest.raises(_Rollback),
+        transaction.atomic(),
+    ):
+        tasks.wake(schema, at=at)
+        raise _Rollback
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE args ->> 'schema_name' = %s", [schema]
+        )
+        assert cursor.fetchone() == (0,)
