@@ -98,6 +98,12 @@ def sockets_key(schema_name: str, user_id: Any) -> str:
     return redis_key("sockets", schema_name, str(user_id))
 
 
+async def _script(source: str, key: str, *args: Any) -> Any:
+    """Run a script by its SHA (EVALSHA; redis-py loads it on NOSCRIPT), so that its text is
+    not sent, and hashed by Redis, at every handshake and close."""
+    return await async_redis().register_script(source)(keys=[key], args=list(args))
+
+
 class SocketSlot:
     """One of the user's WS_MAX_SOCKETS_PER_USER sockets in a tenant; `release()` at close."""
 
@@ -113,7 +119,7 @@ class SocketSlot:
             return
         self.held = False
         try:
-            await async_redis().eval(_RELEASE, 1, self.key, self.process_id)
+            await _script(_RELEASE, self.key, self.process_id)
         except Exception:  # the entry then dies with this process's liveness key at worst
             warn_redis_trouble(logger, "socket count release failed (Redis)")
 
@@ -123,8 +129,8 @@ async def socket_slot_acquire(schema_name: str, user_id: Any) -> SocketSlot | No
     key = sockets_key(schema_name, user_id)
     try:
         process_id, liveness_prefix = await process_heartbeat_ensure()
-        taken = await async_redis().eval(
-            _ACQUIRE, 1, key, process_id, liveness_prefix, settings.WS_MAX_SOCKETS_PER_USER
+        taken = await _script(
+            _ACQUIRE, key, process_id, liveness_prefix, settings.WS_MAX_SOCKETS_PER_USER
         )
     except Exception:
         warn_redis_trouble(logger, "socket counts unavailable (Redis): allowing")

@@ -39,12 +39,16 @@ _SWEEP_BATCH = 100  # room hashes swept per pipelined round trip by the heartbea
 _SWEEP = """
 local function sweep(key, prefix)
   local entries = redis.call('HGETALL', key)
-  local users, seen, dead = {}, {}, {}
+  local users, seen, dead, alive = {}, {}, {}, {}
   for i = 1, #entries, 2 do
     local field, count = entries[i], tonumber(entries[i + 1])
     local sep = string.find(field, '|', 1, true)
     local user, proc = string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
-    if count <= 0 or redis.call('EXISTS', prefix .. proc) == 0 then
+    -- One EXISTS per process, not per entry: a room's entries name a few processes.
+    if count > 0 and alive[proc] == nil then
+      alive[proc] = redis.call('EXISTS', prefix .. proc) == 1
+    end
+    if count <= 0 or not alive[proc] then
       redis.call('HDEL', key, field)
       if count > 0 then dead[user] = true end
     else
