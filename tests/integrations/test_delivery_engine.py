@@ -49,6 +49,23 @@ def remove_hooks(tenant: TenantInfo) -> None:
     blocking(lambda: run_in_schema(tenant.schema_name, lambda: Webhook.objects.all().delete()))
 
 
+def one_at_a_time(
+    tenant: TenantInfo, receiver: Receiver, worker: Worker, tag: str, *, pause: float
+) -> list[float]:
+    """Six events recorded one at a time, `pause` apart: each one's seconds from its commit
+    to the receiver having it."""
+    latencies = []
+    for n in range(6):
+        before = len(receiver.calls)
+        sent = time.monotonic()
+        record_events(tenant, 1, f"{tag}{n}")
+        arrived = receiver.wait_for(before + 1, timeout=10)
+        assert len(arrived) > before, worker.log()
+        latencies.append(arrived[before]["at"] - sent)
+        time.sleep(pause)
+    return latencies
+
+
 def stop(worker: Worker) -> None:
     worker.process.terminate()
     worker.process.wait(timeout=30)
@@ -95,15 +112,7 @@ def test_a_tenant_of_dead_endpoints_keeps_to_its_slots_and_another_tenant_goes_o
     try:
         record_events(noisy, 4, "noisy")  # 20 deliveries into the hole
         assert hole.wait_for(3, timeout=30), worker.log()
-        latencies = []
-        for n in range(6):
-            before = len(fast.calls)
-            sent = time.monotonic()
-            record_events(quiet, 1, f"quiet{n}")
-            arrived = fast.wait_for(before + 1, timeout=10)
-            assert len(arrived) > before, worker.log()
-            latencies.append(arrived[before]["at"] - sent)
-            time.sleep(0.5)
+        latencies = one_at_a_time(quiet, fast, worker, "quiet", pause=0.5)
         in_the_hole = len(hole.calls)
     finally:
         stop(worker)
@@ -131,15 +140,7 @@ def test_a_dead_webhook_does_not_delay_another_webhook_of_its_tenant(
         record_events(tenant, 6, "fill")  # 6 into the hole: 4 held at once, 2 waiting
         assert hole.wait_for(4, timeout=30), worker.log()
         assert fast.wait_for(6, timeout=30), worker.log()
-        latencies = []
-        for n in range(6):
-            before = len(fast.calls)
-            sent = time.monotonic()
-            record_events(tenant, 1, f"live{n}")
-            arrived = fast.wait_for(before + 1, timeout=10)
-            assert len(arrived) > before, worker.log()
-            latencies.append(arrived[before]["at"] - sent)
-            time.sleep(0.3)
+        latencies = one_at_a_time(tenant, fast, worker, "live", pause=0.3)
         held = hole.max_in_flight
     finally:
         stop(worker)
